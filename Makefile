@@ -1,0 +1,40 @@
+# Identity reconciliation service. `make run` serves, `make test` tests; `make help` lists all.
+.DEFAULT_GOAL := help
+SHELL := /bin/sh
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+# Without DATABASE_URL, commands run against the embedded PostgreSQL kept in .pgdata/.
+WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data .pgdata --)
+
+.PHONY: help run serve db-init test smoke audit clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(STAMP) ## serve on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
+	$(WITH_DB) $(MAKE) --no-print-directory db-init serve
+
+serve: $(STAMP)
+	$(PY) wsgi.py
+
+db-init: $(STAMP) ## apply sql/*.sql (idempotent)
+	$(WITH_DB) $(PY) -m flask --app identity init-db
+
+test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
+	$(PY) -m pytest
+
+smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
+	tests/smoke.sh $(BASE_URL)
+
+clean: ## remove the virtual environment and the embedded database's data
+	rm -rf $(VENV) .pgdata *.egg-info

@@ -1,0 +1,23 @@
+"""Identity reconciliation service: links the checkouts of one person into one customer."""
+
+from flask import Flask
+
+from . import config, db, errors
+from .metrics import Metrics
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app from the environment's settings, then apply test_config on top."""
+    app = Flask(__name__)
+    app.config.from_mapping(config.from_environment())
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.extensions["identity_metrics"] = Metrics()
+
+    db.init_app(app)
+    errors.init_app(app)
+
+    from .api import bp
+
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,154 @@
+"""Connections: one pool per app, one connection per request, whole-unit retries.
+
+The pool is created on first use, so the service starts while the database is down and
+recovers by itself when it comes back. Connections run in autocommit mode: a read-only
+request is one statement and one round trip; writes open their transaction explicitly
+(repository.begin_locked). A broken connection is discarded, never handed out again; a
+connection goes back to the pool only outside any transaction.
+"""
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import click
+import psycopg2
+from psycopg2 import errors, extensions
+from psycopg2.pool import PoolError, ThreadedConnectionPool
+from flask import Flask, current_app, g
+
+# Conflicts between concurrent writers that PostgreSQL resolves by aborting one of them.
+# The unit is retried from its start, never a single statement.
+_CONFLICTS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or did not answer in time (HTTP 503)."""
+
+
+class RetryTransaction(Exception):
+    """Raised by a unit of work that must be rolled back and run again."""
+
+
+_pool_lock = threading.Lock()
+
+
+def _pool(app: Flask) -> ThreadedConnectionPool:
+    pool = app.extensions.get("identity_pool")
+    if pool is None:
+        with _pool_lock:
+            pool = app.extensions.get("identity_pool")
+            if pool is None:
+                pool = _create_pool(app.config)
+                app.extensions["identity_pool"] = pool
+    return pool
+
+
+def _create_pool(config) -> ThreadedConnectionPool:
+    if not config["DATABASE_URL"]:
+        raise DatabaseUnavailable("DATABASE_URL is not set")
+    options = (
+        f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
+        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}"
+    )
+    return ThreadedConnectionPool(
+        0,
+        config["POOL_SIZE"],
+        config["DATABASE_URL"],
+        connect_timeout=config["CONNECT_TIMEOUT_S"],
+        options=options,
+        application_name="identity",
+    )
+
+
+def get_db():
+    """The request's connection, taken from the pool on first use."""
+    if "db" not in g:
+        try:
+            conn = _pool(current_app).getconn()
+        except (psycopg2.OperationalError, PoolError) as error:
+            raise DatabaseUnavailable() from error
+        conn.autocommit = True
+        g.db = conn
+    return g.db
+
+
+def release_db(_exception=None) -> None:
+    """Teardown: hand the connection back, clean, or throw it away if it is broken."""
+    conn = g.pop("db", None)
+    if conn is None:
+        return
+    pool = current_app.extensions["identity_pool"]
+    if not conn.closed and conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+        try:
+            conn.rollback() if not conn.autocommit else conn.cursor().execute("ROLLBACK")
+        except psycopg2.Error:
+            pass
+    broken = conn.closed or conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE
+    pool.putconn(conn, close=bool(broken))
+
+
+def _discard_db() -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        current_app.extensions["identity_pool"].putconn(conn, close=True)
+
+
+def _rollback_quietly(conn) -> None:
+    try:
+        conn.cursor().execute("ROLLBACK")
+    except psycopg2.Error:
+        _discard_db()
+
+
+def run_unit(work):
+    """Run work(conn) to completion, retrying it whole on conflicts and lost connections.
+
+    Conflicts (serialization failure, deadlock, lock timeout, RetryTransaction) are
+    retried after a short random pause, up to RETRY_BUDGET times. A connection that the
+    database dropped (a restart, say) is replaced and the unit run again: every unit of
+    this service may safely run twice, since a repeated checkout changes nothing.
+    """
+    budget = current_app.config["RETRY_BUDGET"]
+    for attempt in range(budget + 1):
+        conn = get_db()
+        try:
+            return work(conn)
+        except (*_CONFLICTS, RetryTransaction) as conflict:
+            _rollback_quietly(conn)
+            current_app.extensions["identity_metrics"].retries.labels(type(conflict).__name__).inc()
+            time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            if not conn.closed:  # the server answered, too late: statement timeout
+                _rollback_quietly(conn)
+                raise DatabaseUnavailable() from error
+            _discard_db()
+    raise DatabaseUnavailable("retry budget exhausted")
+
+
+def apply_schema(database_url: str, schema_dir: Path) -> list[str]:
+    """Apply every sql/*.sql file in name order, in one transaction; safe to repeat."""
+    files = sorted(schema_dir.glob("*.sql"))
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            # Two services starting at once must not run the DDL side by side.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('identity schema'))")
+            for path in files:
+                cur.execute(path.read_text())
+    finally:
+        conn.close()
+    return [path.name for path in files]
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create or update the schema (idempotent)."""
+    applied = apply_schema(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])
+    click.echo(f"schema applied: {', '.join(applied)}")
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(release_db)
+    app.cli.add_command(init_db_command)

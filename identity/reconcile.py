@@ -1,0 +1,117 @@
+"""SPEC §5: link a checkout's e-mail and phone number into one customer.
+
+The common checkout brings nothing new; it is answered from one read, outside any
+transaction (a single statement sees one consistent snapshot). Anything else runs as one
+write transaction that first takes the locks described in repository.begin_locked, reads
+the customer again under them, decides, writes and commits.
+"""
+
+import enum
+from dataclasses import dataclass
+
+from . import repository
+from .db import RetryTransaction
+from .repository import ContactRow
+
+
+class Outcome(enum.Enum):
+    UNCHANGED = "unchanged"
+    NEW_CUSTOMER = "new_customer"
+    NEW_SECONDARY = "new_secondary"
+    MERGE = "merge"
+
+
+@dataclass(frozen=True)
+class Customer:
+    primary_contact_id: int
+    emails: list[str]
+    phone_numbers: list[str]
+    secondary_contact_ids: list[int]
+
+
+class CustomerChanged(RetryTransaction):
+    """Another writer changed the customer between our read and our locks: start again."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What SPEC §5 asks of a customer C for one request."""
+
+    survivor: ContactRow | None  # the oldest primary; None when C is empty (§5.1)
+    losers: list[int]  # the other primaries, to demote (§5.2, first bullet)
+    insert: bool  # the request brings a value C lacks (§5.2, second bullet), or C is empty
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.insert and not self.losers
+
+
+def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -> _Plan:
+    primaries = [row for row in rows if row.is_primary]  # rows come oldest first
+    if not primaries:
+        return _Plan(survivor=None, losers=[], insert=True)
+    known_emails = {row.email for row in rows}
+    known_phones = {row.phone_number for row in rows}
+    brings_new = (email is not None and email not in known_emails) or (
+        phone_number is not None and phone_number not in known_phones
+    )
+    return _Plan(
+        survivor=primaries[0],
+        losers=[row.id for row in primaries[1:]],
+        insert=brings_new,
+    )
+
+
+def identify(conn, email: str | None, phone_number: str | None) -> tuple[Customer, Outcome]:
+    """Record one checkout; answer with its whole customer. Retry-safe as a unit."""
+    rows = repository.find_customer(conn, email, phone_number)
+    if _plan(rows, email, phone_number).changes_nothing:
+        return _consolidate(rows), Outcome.UNCHANGED
+    return _write(conn, email, phone_number, [row.id for row in rows if row.is_primary])
+
+
+def _write(
+    conn, email: str | None, phone_number: str | None, seen_primary_ids: list[int]
+) -> tuple[Customer, Outcome]:
+    rows = repository.begin_locked(conn, email, phone_number, seen_primary_ids)
+    primary_ids = [row.id for row in rows if row.is_primary]
+    if not set(primary_ids) <= set(seen_primary_ids):
+        # A primary we do not hold appeared (a merge or a new customer committed while
+        # we waited). Locking it now could break the lock order: roll back, start again.
+        repository.rollback(conn)
+        raise CustomerChanged()
+
+    plan = _plan(rows, email, phone_number)
+    outcome = Outcome.UNCHANGED
+    if plan.losers:
+        repository.demote_primaries(conn, plan.survivor.id, plan.losers)
+        rows = [_demoted(row, plan.survivor.id, plan.losers) for row in rows]
+        outcome = Outcome.MERGE
+    if plan.insert:
+        linked_id = plan.survivor.id if plan.survivor else None
+        rows.append(repository.insert_contact(conn, email, phone_number, linked_id))
+        if outcome is Outcome.UNCHANGED:
+            outcome = Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
+    repository.commit(conn)
+    return _consolidate(rows), outcome
+
+
+def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> ContactRow:
+    """The row as DEMOTE_PRIMARIES leaves it."""
+    if row.id in loser_ids or row.linked_id in loser_ids:
+        return row._replace(linked_id=survivor_id, link_precedence="secondary")
+    return row
+
+
+def _consolidate(rows: list[ContactRow]) -> Customer:
+    """SPEC §3's answer: the primary's values first, then in creation order, no repeats."""
+    primary = next(row for row in rows if row.is_primary)
+    ordered = [primary] + [row for row in rows if row is not primary]
+    return Customer(
+        primary_contact_id=primary.id,
+        emails=list(dict.fromkeys(row.email for row in ordered if row.email is not None)),
+        phone_numbers=list(
+            dict.fromkeys(row.phone_number for row in ordered if row.phone_number is not None)
+        ),
+        secondary_contact_ids=[row.id for row in ordered if not row.is_primary],
+    )

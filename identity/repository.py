@@ -1,0 +1,162 @@
+"""Every SQL statement of the service, named and commented.
+
+Functions take the connection first: the caller owns the transaction. Parameters are
+always bound, never formatted into the SQL. Column names are unquoted in the schema, so
+PostgreSQL spells them in lower case (linkedid, linkprecedence, ...).
+"""
+
+from datetime import datetime
+from typing import NamedTuple
+
+
+class ContactRow(NamedTuple):
+    id: int
+    email: str | None
+    phone_number: str | None
+    linked_id: int | None
+    link_precedence: str
+    created_at: datetime
+
+    @property
+    def is_primary(self) -> bool:
+        return self.link_precedence == "primary"
+
+
+# The whole customer (SPEC §5, set C) of the rows that share the request's e-mail or
+# phone number (set M), in one query, oldest row first.
+#
+#   matched    M: live rows with the request's e-mail or phone number. `= NULL` is never
+#              true, so an absent value matches nothing. Two partial-index scans.
+#   ancestry   Walks linkedId upwards from every row of M until it reaches rows that link
+#              to nothing: the primaries of the customers that M touches. Invariant §6.1
+#              keeps every walk to one step; UNION (not UNION ALL) drops repeats, so the
+#              walk ends even on data that breaks the invariant.
+#   customer   C: those primaries and every live row that links to them.
+RESOLVE_CUSTOMER = """
+WITH RECURSIVE
+matched AS (
+    SELECT id, linkedId
+      FROM contact
+     WHERE deletedAt IS NULL
+       AND (email = %(email)s OR phoneNumber = %(phone_number)s)
+),
+ancestry (id, linkedId) AS (
+    SELECT id, linkedId FROM matched
+    UNION
+    SELECT parent.id, parent.linkedId
+      FROM ancestry
+      JOIN contact AS parent ON parent.id = ancestry.linkedId
+     WHERE parent.deletedAt IS NULL
+),
+primaries AS (
+    SELECT id FROM ancestry WHERE linkedId IS NULL
+)
+SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+  FROM contact
+ WHERE deletedAt IS NULL
+   AND (id IN (SELECT id FROM primaries) OR linkedId IN (SELECT id FROM primaries))
+ ORDER BY createdAt, id
+"""
+
+# Starts the write transaction and takes, in one fixed global order, every lock the
+# write needs (see README, "Concurrency"):
+#   1. one transaction-scoped advisory lock per request value, in key order: a writer
+#      that may store a value holds that value's lock, so no two writers can both see a
+#      value as new;
+#   2. a row lock on each primary the caller saw, in id order: only the holder of a
+#      primary's lock may demote it or add, re-point or change rows under it.
+# Advisory locks before row locks, each kind sorted: two writers can never wait on each
+# other in a cycle. The customer is then read again by a new statement, which in READ
+# COMMITTED sees everything committed before the locks were granted.
+LOCK_VALUES = """
+SELECT pg_advisory_xact_lock(key)
+  FROM (SELECT DISTINCT hashtextextended(value, 0) AS key
+          FROM unnest(%(values)s::text[]) AS value
+         ORDER BY key) AS keys
+"""
+
+LOCK_PRIMARIES = """
+SELECT id FROM contact WHERE id = ANY(%(primary_ids)s) ORDER BY id FOR UPDATE
+"""
+
+# SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
+# every live row that pointed at a loser now points at the survivor (no chains, §6.1).
+# The updatedAt trigger stamps each changed row.
+DEMOTE_PRIMARIES = """
+UPDATE contact
+   SET linkedId = %(survivor_id)s, linkPrecedence = 'secondary'
+ WHERE deletedAt IS NULL
+   AND (id = ANY(%(loser_ids)s) OR linkedId = ANY(%(loser_ids)s))
+"""
+
+# A new row, primary when linked_id is null. createdAt is the clock at insert time, not
+# the transaction's start: a writer inserts only after it holds its locks, so creation
+# order agrees with the order in which conflicting writers ran (§6.3).
+INSERT_CONTACT = """
+INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence, createdAt, updatedAt)
+VALUES (%(email)s, %(phone_number)s, %(linked_id)s,
+        CASE WHEN %(linked_id)s::integer IS NULL THEN 'primary' ELSE 'secondary' END,
+        clock_timestamp(), clock_timestamp())
+RETURNING id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+"""
+
+
+def _lock_keys(email: str | None, phone_number: str | None) -> list[str]:
+    keys = []
+    if email is not None:
+        keys.append("email:" + email)
+    if phone_number is not None:
+        keys.append("phone:" + phone_number)
+    return keys
+
+
+def find_customer(conn, email: str | None, phone_number: str | None) -> list[ContactRow]:
+    """The customer C of the given values, oldest row first; [] when nothing matches."""
+    with conn.cursor() as cur:
+        cur.execute(RESOLVE_CUSTOMER, {"email": email, "phone_number": phone_number})
+        return [ContactRow(*row) for row in cur]
+
+
+def begin_locked(
+    conn, email: str | None, phone_number: str | None, primary_ids: list[int]
+) -> list[ContactRow]:
+    """BEGIN, take the locks of a write, and re-read the customer: one round trip."""
+    params = {
+        "values": _lock_keys(email, phone_number),
+        "primary_ids": sorted(primary_ids),
+        "email": email,
+        "phone_number": phone_number,
+    }
+    with conn.cursor() as cur:
+        cur.execute(
+            ";".join(["BEGIN", LOCK_VALUES, LOCK_PRIMARIES, RESOLVE_CUSTOMER]), params
+        )
+        return [ContactRow(*row) for row in cur]
+
+
+def demote_primaries(conn, survivor_id: int, loser_ids: list[int]) -> None:
+    with conn.cursor() as cur:
+        cur.execute(DEMOTE_PRIMARIES, {"survivor_id": survivor_id, "loser_ids": loser_ids})
+
+
+def insert_contact(
+    conn, email: str | None, phone_number: str | None, linked_id: int | None
+) -> ContactRow:
+    with conn.cursor() as cur:
+        cur.execute(
+            INSERT_CONTACT,
+            {"email": email, "phone_number": phone_number, "linked_id": linked_id},
+        )
+        return ContactRow(*cur.fetchone())
+
+
+def commit(conn) -> None:
+    # The connection runs in autocommit mode and transactions are opened with an explicit
+    # BEGIN, so psycopg2's conn.commit() would be a no-op: send COMMIT ourselves.
+    with conn.cursor() as cur:
+        cur.execute("COMMIT")
+
+
+def rollback(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute("ROLLBACK")

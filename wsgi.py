@@ -1,0 +1,16 @@
+"""Production entry point: `python wsgi.py` serves the app with waitress."""
+
+import waitress
+
+from identity import create_app
+
+app = create_app()
+
+if __name__ == "__main__":
+    waitress.serve(
+        app,
+        host=app.config["HOST"],
+        port=app.config["PORT"],
+        threads=app.config["THREADS"],
+        ident="identity",
+    )
