@@ -17,6 +17,7 @@ import psycopg2
 from psycopg2 import errors, extensions
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 from flask import Flask, current_app, g
+from flask.cli import with_appcontext
 
 # Conflicts between concurrent writers that PostgreSQL resolves by aborting one of them.
 # The unit is retried from its start, never a single statement.
@@ -143,6 +144,7 @@ def apply_schema(database_url: str, schema_dir: Path) -> list[str]:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Create or update the schema (idempotent)."""
     applied = apply_schema(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])

@@ -31,7 +31,8 @@ class ContactRow(NamedTuple):
 #              to nothing: the primaries of the customers that M touches. Invariant §6.1
 #              keeps every walk to one step; UNION (not UNION ALL) drops repeats, so the
 #              walk ends even on data that breaks the invariant.
-#   customer   C: those primaries and every live row that links to them.
+#   customer   C: those primaries and every row that links to them (an index look-up
+#              each: by id, then by linkedId), live rows only.
 RESOLVE_CUSTOMER = """
 WITH RECURSIVE
 matched AS (
@@ -50,11 +51,15 @@ ancestry (id, linkedId) AS (
 ),
 primaries AS (
     SELECT id FROM ancestry WHERE linkedId IS NULL
+),
+customer AS (
+    SELECT contact.* FROM primaries JOIN contact ON contact.id = primaries.id
+    UNION ALL
+    SELECT contact.* FROM primaries JOIN contact ON contact.linkedId = primaries.id
 )
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
-  FROM contact
+  FROM customer
  WHERE deletedAt IS NULL
-   AND (id IN (SELECT id FROM primaries) OR linkedId IN (SELECT id FROM primaries))
  ORDER BY createdAt, id
 """
 

@@ -1,0 +1,87 @@
+#!/bin/sh
+# Smoke checks against a live server: SPEC §5's worked examples and bad requests.
+#
+#   tests/smoke.sh [BASE_URL]        (default: $BASE_URL, else http://127.0.0.1:3000)
+#
+# Values carry a random suffix, so the checks pass on a database that already has data.
+# Prints each check; exits non-zero on the first mismatch. Needs curl and python3.
+set -eu
+
+BASE_URL=${1:-${BASE_URL:-http://127.0.0.1:3000}}
+RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
+# Phone numbers: digits only, unique to this run.
+NUM=$(python3 -c 'import random; print(random.randrange(10**8, 10**9))')
+failures=0
+
+post() {  # post BODY [CONTENT_TYPE] -> prints "STATUS BODY"
+    curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X POST "$BASE_URL/identify" \
+        -H "Content-Type: ${2:-application/json}" --data "$1"
+    printf ' '
+    cat /tmp/smoke.$$
+    rm -f /tmp/smoke.$$
+}
+
+field() {  # field RESPONSE PYTHON_EXPR -> evaluates EXPR with c = the "contact" object
+    printf '%s' "$1" | cut -d' ' -f2- | python3 -c "import json,sys; c=json.load(sys.stdin).get('contact'); print($2)"
+}
+
+check() {  # check DESCRIPTION ACTUAL EXPECTED
+    if [ "$2" = "$3" ]; then
+        echo "ok    $1"
+    else
+        echo "FAIL  $1: expected [$3], got [$2]"
+        failures=$((failures + 1))
+    fi
+}
+
+echo "smoke checks against $BASE_URL (run $RUN)"
+
+# Worked example A.
+L="lorraine.$RUN@hillvalley.edu"; M="mcfly.$RUN@hillvalley.edu"; P="1$NUM"
+r=$(post "{\"email\":\"$L\",\"phoneNumber\":\"$P\"}")
+check "A1 new e-mail and phone: 200" "${r%% *}" 200
+primary=$(field "$r" "c['primaryContactId']")
+check "A1 answer is the new primary alone" "$(field "$r" "c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" "['$L'] ['$P'] []"
+r=$(post "{\"email\":\"$M\",\"phoneNumber\":\"$P\"}")
+secondary=$(field "$r" "c['secondaryContactIds'][0]")
+expected="$primary ['$L', '$M'] ['$P'] [$secondary]"
+check "A2 new e-mail, known phone: a secondary of the primary" \
+    "$(field "$r" "c['primaryContactId'], c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" "$expected"
+for body in "{\"email\":null,\"phoneNumber\":\"$P\"}" "{\"email\":\"$L\",\"phoneNumber\":null}" "{\"email\":\"$M\"}"; do
+    r=$(post "$body")
+    check "A3 $body: same customer" \
+        "$(field "$r" "c['primaryContactId'], c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" "$expected"
+done
+
+# Worked example B.
+G="george.$RUN@hillvalley.edu"; B="biffsucks.$RUN@hillvalley.edu"; P1="2$NUM"; P2="3$NUM"
+george=$(field "$(post "{\"email\":\"$G\",\"phoneNumber\":\"$P1\"}")" "c['primaryContactId']")
+biff=$(field "$(post "{\"email\":\"$B\",\"phoneNumber\":\"$P2\"}")" "c['primaryContactId']")
+r=$(post "{\"email\":\"$G\",\"phoneNumber\":\"$P2\"}")
+check "B  bridging two customers: the newer primary becomes a secondary of the older" \
+    "$(field "$r" "c['primaryContactId'], c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" \
+    "$george ['$G', '$B'] ['$P1', '$P2'] [$biff]"
+
+# Normalisation.
+r=$(post "{\"email\":\"  ${L}  \",\"phoneNumber\":\"($(echo "$P" | cut -c1-3)) $(echo "$P" | cut -c4-)\"}")
+check "normalised e-mail and phone match the same customer" "$(field "$r" "c['primaryContactId']")" "$primary"
+
+# Bad requests.
+r=$(post '{"email":"not-an-address"}')
+check "invalid e-mail: 400 invalid_field" "${r%% *} $(field "$r" "None") $(printf '%s' "$r" | grep -o '"code":"[a-z_]*"')" '400 None "code":"invalid_field"'
+r=$(post '{"phoneNumber":true}')
+check "boolean phone number: 400" "${r%% *}" 400
+r=$(post '{}')
+check "neither identifier: 400" "${r%% *}" 400
+r=$(post '{"email":' )
+check "malformed JSON: 400" "${r%% *}" 400
+r=$(post '{"email":"a@x.io"}' text/plain)
+check "not JSON: 415" "${r%% *}" 415
+status=$(curl -sS -o /dev/null -w '%{http_code}' "$BASE_URL/identify")
+check "GET /identify: 405" "$status" 405
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures check(s) failed"
+    exit 1
+fi
+echo "all smoke checks passed"

@@ -1,0 +1,77 @@
+"""SPEC §2: the table, its constraints and indexes, and a schema that applies twice."""
+
+import psycopg2
+import pytest
+
+from conftest import rows
+from identity.repository import RESOLVE_CUSTOMER
+
+
+def test_init_db_is_safe_to_run_twice(runner, db):
+    for _ in range(2):
+        result = runner.invoke(args=["init-db"])
+        assert result.exit_code == 0, result.output
+        assert "001_contact.sql" in result.output
+
+
+def test_columns_are_the_specified_ones(db):
+    with db.cursor() as cur:
+        cur.execute(
+            """SELECT column_name, data_type, is_nullable FROM information_schema.columns
+                WHERE table_name = 'contact' ORDER BY ordinal_position"""
+        )
+        assert cur.fetchall() == [
+            ("id", "integer", "NO"),
+            ("phonenumber", "character varying", "YES"),
+            ("email", "character varying", "YES"),
+            ("linkedid", "integer", "YES"),
+            ("linkprecedence", "text", "NO"),
+            ("createdat", "timestamp with time zone", "NO"),
+            ("updatedat", "timestamp with time zone", "NO"),
+            ("deletedat", "timestamp with time zone", "YES"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        "('a@x.io', 'primary', 1)",  # a primary that links somewhere
+        "('a@x.io', 'secondary', NULL)",  # a secondary that links nowhere
+        "('a@x.io', 'tertiary', NULL)",
+        "(NULL, 'primary', NULL)",  # no identifier at all
+        "('a@x.io', 'secondary', 999)",  # dangling link
+    ],
+)
+def test_constraints_reject_malformed_rows(db, values):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO contact (email, linkPrecedence) VALUES ('p@x.io', 'primary')")
+        with pytest.raises(psycopg2.IntegrityError):
+            cur.execute(f"INSERT INTO contact (email, linkPrecedence, linkedId) VALUES {values}")
+    assert len(rows(db)) == 1
+
+
+def test_updated_at_is_set_on_every_update(db):
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO contact (email, linkPrecedence, createdAt, updatedAt)
+               VALUES ('a@x.io', 'primary', '2020-01-01', '2020-01-01')"""
+        )
+        cur.execute("UPDATE contact SET phoneNumber = '1'")
+        cur.execute("SELECT updatedAt > now() - interval '1 minute' FROM contact")
+        assert cur.fetchone() == (True,)
+
+
+def test_every_lookup_of_the_resolve_query_is_an_index_scan(db):
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO contact (email, phoneNumber, linkPrecedence)
+               SELECT 'user' || n || '@x.io', n::text, 'primary' FROM generate_series(1, 20000) n"""
+        )
+        cur.execute("ANALYZE contact")
+        cur.execute(
+            "EXPLAIN " + RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"}
+        )
+        plan = "\n".join(line for (line,) in cur.fetchall())
+    assert "Seq Scan" not in plan, plan
+    for index in ("contact_email_live", "contact_phone_number_live", "contact_linked_id_live"):
+        assert index in plan, plan
