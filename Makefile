@@ -33,6 +33,9 @@ db-init: $(STAMP) ## apply sql/*.sql (idempotent)
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
 
+audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
+	$(WITH_DB) $(PY) -m flask --app identity audit
+
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 

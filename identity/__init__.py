@@ -3,6 +3,7 @@
 from flask import Flask
 
 from . import config, db, errors
+from .audit import audit_command
 from .metrics import Metrics
 
 
@@ -16,6 +17,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     errors.init_app(app)
+    app.cli.add_command(audit_command)
 
     from .api import bp
 

@@ -5,6 +5,10 @@ applies the schema; each test starts from an empty contact table.
 """
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import psycopg2
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from identity import create_app
 from identity.config import PROJECT_ROOT
 from identity.db import apply_schema
-from identity.embedded import EmbeddedPostgres
+from identity.embedded import EmbeddedPostgres, free_port
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +73,46 @@ def rows(db) -> list[tuple]:
             "SELECT id, email, phoneNumber, linkedId, linkPrecedence FROM contact ORDER BY id"
         )
         return cur.fetchall()
+
+
+class ServerProcess:
+    """`python wsgi.py` as a real server process on a free port."""
+
+    def __init__(self, database_url: str, **settings):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "LOG_LEVEL": "WARNING",
+            **{name: str(value) for name, value in settings.items()},
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "wsgi.py")], env=env, cwd=PROJECT_ROOT
+        )
+        self._wait_until_serving()
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the server exited"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("the server did not start listening")
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(20)
+
+
+@pytest.fixture(scope="module")
+def two_servers(database_url):
+    """Two server processes sharing the test database, as two hosts would."""
+    servers = [ServerProcess(database_url), ServerProcess(database_url)]
+    yield servers
+    for server in servers:
+        server.stop()
