@@ -19,9 +19,20 @@ from psycopg2.pool import PoolError, ThreadedConnectionPool
 from flask import Flask, current_app, g
 from flask.cli import with_appcontext
 
+from . import repository
+
 # Conflicts between concurrent writers that PostgreSQL resolves by aborting one of them.
 # The unit is retried from its start, never a single statement.
 _CONFLICTS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
+
+
+class ServiceConnection(extensions.connection):
+    """A connection in autocommit mode with the hot statements already prepared."""
+
+    def __init__(self, dsn, *args, **kwargs):
+        super().__init__(dsn, *args, **kwargs)
+        self.autocommit = True
+        repository.prepare_statements(self)
 
 
 class DatabaseUnavailable(Exception):
@@ -51,15 +62,18 @@ def _create_pool(config) -> ThreadedConnectionPool:
         raise DatabaseUnavailable("DATABASE_URL is not set")
     options = (
         f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
-        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}"
+        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} -c plan_cache_mode=force_custom_plan"
     )
+    # minconn = maxconn: psycopg2's pool closes a returned connection whenever it already
+    # holds minconn idle ones, so a smaller minconn would mean a new connection per request.
     return ThreadedConnectionPool(
-        0,
+        config["POOL_SIZE"],
         config["POOL_SIZE"],
         config["DATABASE_URL"],
         connect_timeout=config["CONNECT_TIMEOUT_S"],
         options=options,
         application_name="identity",
+        connection_factory=ServiceConnection,
     )
 
 
@@ -70,7 +84,6 @@ def get_db():
             conn = _pool(current_app).getconn()
         except (psycopg2.OperationalError, PoolError) as error:
             raise DatabaseUnavailable() from error
-        conn.autocommit = True
         g.db = conn
     return g.db
 
@@ -83,7 +96,7 @@ def release_db(_exception=None) -> None:
     pool = current_app.extensions["identity_pool"]
     if not conn.closed and conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
         try:
-            conn.rollback() if not conn.autocommit else conn.cursor().execute("ROLLBACK")
+            conn.cursor().execute("ROLLBACK")
         except psycopg2.Error:
             pass
     broken = conn.closed or conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE

@@ -37,8 +37,8 @@ START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 30
 _PR_SET_PDEATHSIG = 1
 
-# Throwaway clusters trade durability for speed; a kept cluster keeps the defaults.
-_THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# Throwaway test clusters trade durability for speed; a kept cluster keeps the defaults.
+_NON_DURABLE_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -122,8 +122,12 @@ def _reachable_bin_dir(account: _Account) -> Path:
 class EmbeddedPostgres:
     """One PostgreSQL server process with its data folder; a context manager."""
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None):
+    def __init__(
+        self, data_dir: Path | None = None, *, port: int | None = None, durable: bool | None = None
+    ):
         self.throwaway = data_dir is None
+        # Durable (fsync on) unless asked otherwise; throwaway clusters default to fast.
+        self.durable = not self.throwaway if durable is None else durable
         self._tempdir = tempfile.mkdtemp(prefix="identity-pgdata-") if self.throwaway else None
         self.data_dir = Path(self._tempdir or data_dir).resolve()
         if self.throwaway:
@@ -156,7 +160,7 @@ class EmbeddedPostgres:
             "port": str(self.port),
             "unix_socket_directories": "",  # TCP only: no socket path length limits
             "max_connections": "200",
-            **(_THROWAWAY_SETTINGS if self.throwaway else {}),
+            **({} if self.durable else _NON_DURABLE_SETTINGS),
         }
         args = [str(self._bin_dir / "postgres"), "-D", str(self.data_dir)]
         for name, value in settings.items():
@@ -209,7 +213,7 @@ class EmbeddedPostgres:
                 str(self._bin_dir / "initdb"),
                 "-D", str(self.data_dir),
                 "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C",
-                *(["--no-sync"] if self.throwaway else []),
+                *([] if self.durable else ["--no-sync"]),
             ],
             env=self._environment(),
             preexec_fn=self._account.preexec(),

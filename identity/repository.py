@@ -30,7 +30,10 @@ class ContactRow(NamedTuple):
 #   ancestry   Walks linkedId upwards from every row of M until it reaches rows that link
 #              to nothing: the primaries of the customers that M touches. Invariant §6.1
 #              keeps every walk to one step; UNION (not UNION ALL) drops repeats, so the
-#              walk ends even on data that breaks the invariant.
+#              walk ends even on data that breaks the invariant. The parent is fetched
+#              in a LATERAL subquery with LIMIT 1, which the planner cannot turn into a
+#              hash join: always a primary-key look-up, even while the table's
+#              statistics are stale (a young, fast-growing table).
 #   customer   C: those primaries and every row that links to them (an index look-up
 #              each: by id, then by linkedId), live rows only.
 RESOLVE_CUSTOMER = """
@@ -39,15 +42,17 @@ matched AS (
     SELECT id, linkedId
       FROM contact
      WHERE deletedAt IS NULL
-       AND (email = %(email)s OR phoneNumber = %(phone_number)s)
+       AND (email = $1 OR phoneNumber = $2)
 ),
 ancestry (id, linkedId) AS (
     SELECT id, linkedId FROM matched
     UNION
     SELECT parent.id, parent.linkedId
       FROM ancestry
-      JOIN contact AS parent ON parent.id = ancestry.linkedId
-     WHERE parent.deletedAt IS NULL
+     CROSS JOIN LATERAL (
+           SELECT id, linkedId FROM contact
+            WHERE id = ancestry.linkedId AND deletedAt IS NULL
+            LIMIT 1) AS parent
 ),
 primaries AS (
     SELECT id FROM ancestry WHERE linkedId IS NULL
@@ -62,6 +67,13 @@ SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
  WHERE deletedAt IS NULL
  ORDER BY createdAt, id
 """
+
+# Statements run at almost every request, prepared when a connection opens.
+PREPARED_STATEMENTS = {
+    "resolve_customer": ("text", "text", RESOLVE_CUSTOMER),
+}
+
+EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s)"
 
 # Starts the write transaction and takes, in one fixed global order, every lock the
 # write needs (see README, "Concurrency"):
@@ -115,10 +127,16 @@ def _lock_keys(email: str | None, phone_number: str | None) -> list[str]:
     return keys
 
 
+def prepare_statements(conn) -> None:
+    with conn.cursor() as cur:
+        for name, (*types, sql) in PREPARED_STATEMENTS.items():
+            cur.execute(f"PREPARE {name} ({', '.join(types)}) AS {sql}")
+
+
 def find_customer(conn, email: str | None, phone_number: str | None) -> list[ContactRow]:
     """The customer C of the given values, oldest row first; [] when nothing matches."""
     with conn.cursor() as cur:
-        cur.execute(RESOLVE_CUSTOMER, {"email": email, "phone_number": phone_number})
+        cur.execute(EXECUTE_RESOLVE_CUSTOMER, {"email": email, "phone_number": phone_number})
         return [ContactRow(*row) for row in cur]
 
 
@@ -134,7 +152,7 @@ def begin_locked(
     }
     with conn.cursor() as cur:
         cur.execute(
-            ";".join(["BEGIN", LOCK_VALUES, LOCK_PRIMARIES, RESOLVE_CUSTOMER]), params
+            ";".join(["BEGIN", LOCK_VALUES, LOCK_PRIMARIES, EXECUTE_RESOLVE_CUSTOMER]), params
         )
         return [ContactRow(*row) for row in cur]
 

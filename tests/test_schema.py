@@ -4,7 +4,7 @@ import psycopg2
 import pytest
 
 from conftest import rows
-from identity.repository import RESOLVE_CUSTOMER
+from identity.repository import EXECUTE_RESOLVE_CUSTOMER, prepare_statements
 
 
 def test_init_db_is_safe_to_run_twice(runner, db):
@@ -61,17 +61,19 @@ def test_updated_at_is_set_on_every_update(db):
         assert cur.fetchone() == (True,)
 
 
-def test_every_lookup_of_the_resolve_query_is_an_index_scan(db):
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_every_lookup_of_the_resolve_query_is_an_index_scan(db, plan_cache_mode):
     with db.cursor() as cur:
         cur.execute(
             """INSERT INTO contact (email, phoneNumber, linkPrecedence)
                SELECT 'user' || n || '@x.io', n::text, 'primary' FROM generate_series(1, 20000) n"""
         )
         cur.execute("ANALYZE contact")
-        cur.execute(
-            "EXPLAIN " + RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"}
-        )
+        cur.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+        prepare_statements(db)
+        cur.execute("EXPLAIN " + EXECUTE_RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"})
         plan = "\n".join(line for (line,) in cur.fetchall())
+        cur.execute("DEALLOCATE ALL")
     assert "Seq Scan" not in plan, plan
     for index in ("contact_email_live", "contact_phone_number_live", "contact_linked_id_live"):
         assert index in plan, plan

@@ -1,0 +1,328 @@
+"""`make bench`: the service under a realistic checkout mix, next to PostgreSQL's ceiling.
+
+    python tests/bench.py [--seed 1] [--concurrency 16] [--seconds 30] [--scale]
+
+Starts the service as `make run` does (embedded, durable PostgreSQL unless DATABASE_URL
+is set; `python wsgi.py`), preloads 10,000 checkouts, then drives it over HTTP/1.1
+keep-alive from an asyncio load generator with a seeded request sequence: the same seed
+sends the same requests. Reports throughput and latency, the load generator's own CPU,
+and pgbench's throughput for the minimal database work of one request on the same
+database at the same concurrency. --scale measures latency at 10 k and 1 M rows and for
+one customer of 5,000 rows instead.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from identity.db import apply_schema  # noqa: E402
+from identity.embedded import EmbeddedPostgres, find_bin_dir, free_port  # noqa: E402
+
+PRELOAD_CHECKOUTS = 10_000
+CUSTOMERS = 4_000
+
+
+# --- The workload -----------------------------------------------------------------------
+
+@dataclass
+class Customer:
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+
+
+class Workload:
+    """Customers with 1-3 e-mails and 1-3 phones, and checkouts drawn from them."""
+
+    def __init__(self, seed: int, customers: int = CUSTOMERS):
+        self.random = random.Random(seed)
+        self.fresh = 0
+        self.customers = [self._new_customer(k) for k in range(customers)]
+
+    @staticmethod
+    def identifiers(k: int, emails: int, phones: int) -> Customer:
+        """Customer k's values; the same formula fills the table directly in --scale."""
+        return Customer(
+            [f"c{k}.{j}@shop.test" for j in range(emails)],
+            [str(700_000_000 + k * 4 + j) for j in range(phones)],
+        )
+
+    def _new_customer(self, k: int) -> Customer:
+        return self.identifiers(k, self.random.randint(1, 3), self.random.randint(1, 3))
+
+    def _fresh_value(self, kind: str) -> str:
+        self.fresh += 1
+        return f"n{self.fresh}@shop.test" if kind == "email" else str(600_000_000_000 + self.fresh)
+
+    def preload(self, count: int) -> list[dict]:
+        """Checkouts that make every customer known with all its values."""
+        bodies = []
+        for n in range(count):
+            customer = self.customers[n % len(self.customers)]
+            bodies.append(
+                {"email": self.random.choice(customer.emails), "phoneNumber": self.random.choice(customer.phones)}
+            )
+        return bodies
+
+    def checkout(self) -> dict:
+        """One checkout of the measured mix."""
+        roll = self.random.random()
+        customer = self.random.choice(self.customers)
+        email, phone = self.random.choice(customer.emails), self.random.choice(customer.phones)
+        if roll < 0.05:  # a new customer
+            fresh = Customer([self._fresh_value("email")], [self._fresh_value("phone")])
+            self.customers.append(fresh)
+            return {"email": fresh.emails[0], "phoneNumber": fresh.phones[0]}
+        if roll < 0.15:  # a new value for a known customer
+            if self.random.random() < 0.5:
+                email = self._fresh_value("email")
+                customer.emails.append(email)
+            else:
+                phone = self._fresh_value("phone")
+                customer.phones.append(phone)
+            return {"email": email, "phoneNumber": phone}
+        if roll < 0.17:  # a bridge between two customers: they become one
+            other = self.random.choice(self.customers)
+            if other is not customer:
+                customer.emails += other.emails
+                customer.phones += other.phones
+                other.emails, other.phones = customer.emails, customer.phones
+            return {"email": email, "phoneNumber": self.random.choice(other.phones)}
+        shape = self.random.random()  # a repeat, in one of several shapes
+        if shape < 0.4:
+            return {"email": email, "phoneNumber": phone}
+        if shape < 0.65:
+            return {"email": email}
+        if shape < 0.9:
+            return {"phoneNumber": phone}
+        return {"email": email.upper(), "phoneNumber": f"{phone[:3]}-{phone[3:]}"}
+
+    def checkouts(self, count: int) -> list[dict]:
+        return [self.checkout() for _ in range(count)]
+
+
+def http_request(body: dict, port: int) -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"POST /identify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+
+
+# --- The load generator -----------------------------------------------------------------
+
+@dataclass
+class Result:
+    latencies: list[float]
+    errors: int
+    wall: float
+    client_cpu: float
+    service_cpu: float
+
+    def report(self, label: str) -> dict:
+        ordered = sorted(self.latencies)
+        pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+        figures = {
+            "requests": len(ordered),
+            "errors": self.errors,
+            "throughput": len(ordered) / self.wall,
+            "p50_ms": pick(0.50),
+            "p90_ms": pick(0.90),
+            "p99_ms": pick(0.99),
+            "max_ms": ordered[-1] * 1000,
+            "client_cpu_pct": 100 * self.client_cpu / self.wall,
+            "service_cpu_pct": 100 * self.service_cpu / self.wall,
+        }
+        print(
+            f"{label:<28} {figures['requests']:>7} req  {figures['errors']:>3} err  "
+            f"{figures['throughput']:>7.0f} req/s  p50 {figures['p50_ms']:5.2f}  "
+            f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  max {figures['max_ms']:6.1f} ms  "
+            f"client CPU {figures['client_cpu_pct']:3.0f}%  service CPU {figures['service_cpu_pct']:3.0f}%",
+            flush=True,
+        )
+        return figures
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def _drive(port: int, requests: list[bytes], concurrency: int, seconds: float | None):
+    """Send the requests in order over `concurrency` connections, until done or time is up."""
+    latencies, errors, next_index = [], 0, 0
+    deadline = time.perf_counter() + seconds if seconds else float("inf")
+
+    async def connection():
+        nonlocal errors, next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while next_index < len(requests) and time.perf_counter() < deadline:
+            request = requests[next_index]
+            next_index += 1
+            started = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return latencies, errors
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(service, requests: list[bytes], concurrency: int, seconds: float | None = None) -> Result:
+    cpu, service_cpu, wall = time.process_time(), _process_cpu(service.pid), time.perf_counter()
+    latencies, errors = asyncio.run(_drive(service.port, requests, concurrency, seconds))
+    return Result(
+        latencies,
+        errors,
+        time.perf_counter() - wall,
+        time.process_time() - cpu,
+        _process_cpu(service.pid) - service_cpu,
+    )
+
+
+# --- The service and PostgreSQL's ceiling -----------------------------------------------
+
+class Service:
+    """`python wsgi.py` against the given database, as `make run` serves it."""
+
+    def __init__(self, database_url: str, threads: int):
+        self.port = free_port()
+        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
+               "THREADS": str(threads), "LOG_LEVEL": "WARNING"}
+        self.process = subprocess.Popen([sys.executable, "wsgi.py"], cwd=PROJECT_ROOT, env=env)
+        self.pid = self.process.pid
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the service did not start")
+                time.sleep(0.05)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+
+
+# The minimal work of one request: the recursive-CTE look-up by e-mail or phone, and an
+# insert for one request in six; pgbench's simple protocol plans every statement.
+PGBENCH_SCRIPT = """
+\\set k random(0, {customers} - 1)
+\\set r random(1, 6)
+{resolve};
+\\if :r = 1
+INSERT INTO contact (email, phoneNumber, linkPrecedence) VALUES ('pgbench' || :k || '.' || random() || '@shop.test', NULL, 'primary');
+\\endif
+"""
+
+
+def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers: int) -> float:
+    from identity.repository import RESOLVE_CUSTOMER
+
+    resolve = " ".join(
+        RESOLVE_CUSTOMER.replace("$1", "'c' || :k || '.0@shop.test'")
+        .replace("$2", "(700000000 + :k * 4)::text")
+        .split()
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(PGBENCH_SCRIPT.format(customers=customers, resolve=resolve))
+    output = subprocess.run(
+        [str(find_bin_dir() / "pgbench"), "-n", "-M", "simple", "-c", str(concurrency),
+         "-j", "2", "-T", str(seconds), "-f", script.name, database_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script.name)
+    tps = next(line for line in output.splitlines() if line.startswith("tps"))
+    return float(tps.split()[2])
+
+
+def _database():
+    """DATABASE_URL, or a fresh embedded durable PostgreSQL; returns (url, server or None)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"], None
+    server = EmbeddedPostgres(durable=True)
+    return server.start(), server
+
+
+def _mixed_run(args, database_url: str) -> dict:
+    workload = Workload(args.seed)
+    service = Service(database_url, args.threads)
+    try:
+        port = service.port
+        preload = [http_request(body, port) for body in workload.preload(PRELOAD_CHECKOUTS)]
+        drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
+        mixed = [http_request(body, port) for body in workload.checkouts(args.seconds * 6000)]
+        figures = drive(service, mixed, args.concurrency, args.seconds).report(
+            f"mixed, concurrency {args.concurrency}"
+        )
+        single = [http_request(body, port) for body in workload.checkouts(args.single_seconds * 3000)]
+        drive(service, single, 1, args.single_seconds).report("mixed, concurrency 1")
+    finally:
+        service.stop()
+    ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
+    print(f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})")
+    print(f"{'service / ceiling':<28} {figures['throughput'] / ceiling:>7.0%}")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--single-seconds", type=int, default=10)
+    parser.add_argument("--pgbench-seconds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)))
+    parser.add_argument("--scale", action="store_true", help="latency at 10 k and 1 M rows")
+    args = parser.parse_args()
+
+    database_url, server = _database()
+    try:
+        apply_schema(database_url, PROJECT_ROOT / "sql")
+        print(f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, service threads {args.threads}")
+        _mixed_run(args, database_url)
+    finally:
+        if server:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
