@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # Without DATABASE_URL, commands run against the embedded PostgreSQL kept in .pgdata/.
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data .pgdata --)
 
-.PHONY: help run serve db-init test smoke audit clean
+.PHONY: help run serve db-init test smoke audit bench bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listin
 
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
+
+bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~2 min)
+	$(PY) tests/bench.py
+
+bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,000 rows (~3 min)
+	$(PY) tests/bench.py --scale
 
 clean: ## remove the virtual environment and the embedded database's data
 	rm -rf $(VENV) .pgdata *.egg-info

@@ -60,9 +60,14 @@ def _pool(app: Flask) -> ThreadedConnectionPool:
 def _create_pool(config) -> ThreadedConnectionPool:
     if not config["DATABASE_URL"]:
         raise DatabaseUnavailable("DATABASE_URL is not set")
+    # plan_cache_mode: prepared statements are parsed once but planned at every execution
+    # with the actual values. A generic plan cached while the table was young keeps
+    # scanning every row as the table grows, until the next ANALYZE (measured: 10 ms per
+    # look-up at 7,500 rows instead of 0.1 ms).
     options = (
         f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
-        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} -c plan_cache_mode=force_custom_plan"
+        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} "
+        "-c plan_cache_mode=force_custom_plan"
     )
     # minconn = maxconn: psycopg2's pool closes a returned connection whenever it already
     # holds minconn idle ones, so a smaller minconn would mean a new connection per request.

@@ -49,10 +49,11 @@ class Customer:
 class Workload:
     """Customers with 1-3 e-mails and 1-3 phones, and checkouts drawn from them."""
 
-    def __init__(self, seed: int, customers: int = CUSTOMERS):
+    def __init__(self, seed: int, customers: int = CUSTOMERS, shape=None):
         self.random = random.Random(seed)
         self.fresh = 0
-        self.customers = [self._new_customer(k) for k in range(customers)]
+        shape = shape or (lambda k: (self.random.randint(1, 3), self.random.randint(1, 3)))
+        self.customers = [self.identifiers(k, *shape(k)) for k in range(customers)]
 
     @staticmethod
     def identifiers(k: int, emails: int, phones: int) -> Customer:
@@ -61,9 +62,6 @@ class Workload:
             [f"c{k}.{j}@shop.test" for j in range(emails)],
             [str(700_000_000 + k * 4 + j) for j in range(phones)],
         )
-
-    def _new_customer(self, k: int) -> Customer:
-        return self.identifiers(k, self.random.randint(1, 3), self.random.randint(1, 3))
 
     def _fresh_value(self, kind: str) -> str:
         self.fresh += 1
@@ -273,6 +271,123 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
     return float(tps.split()[2])
 
 
+# A Flask app on waitress that answers a constant: what the framework costs by itself.
+FLOOR_APP = """
+import logging, sys, flask, waitress
+logging.basicConfig(level=logging.ERROR)
+app = flask.Flask("floor")
+ANSWER = {"contact": {"primaryContactId": 1, "emails": ["a@x.io"], "phoneNumbers": ["1"],
+                      "secondaryContactIds": []}}
+app.post("/identify")(lambda: ANSWER)
+waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]))
+"""
+
+
+class FloorService(Service):
+    def __init__(self, threads: int):
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(self.port), str(threads)])
+        self.pid = self.process.pid
+        self._wait_until_serving()
+
+
+def framework_floor(args) -> None:
+    floor = FloorService(args.threads)
+    try:
+        request = http_request({"email": "a@x.io"}, floor.port)
+        drive(floor, [request] * 200_000, args.concurrency, 5).report(
+            f"Flask+waitress floor, c{args.concurrency}"
+        )
+    finally:
+        floor.stop()
+
+
+# --scale: the table filled directly, customer k shaped by a formula the workload shares.
+def _scale_shape(k: int) -> tuple[int, int]:
+    return 1 + k % 3, 1 + (k // 3) % 3  # e-mails, phones: 3 rows a customer on average
+
+
+FILL_PRIMARIES = """
+INSERT INTO contact (email, phoneNumber, linkPrecedence, createdAt)
+SELECT 'c' || k || '.0@shop.test', (700000000 + k * 4)::text, 'primary',
+       timestamptz '2024-01-01' + k * interval '1 ms'
+  FROM generate_series(0, %(customers)s - 1) AS k
+"""
+FILL_SECONDARY_EMAILS = """
+INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence, createdAt)
+SELECT 'c' || k || '.' || j || '@shop.test', (700000000 + k * 4)::text, k + 1, 'secondary',
+       timestamptz '2025-01-01' + k * interval '1 ms'
+  FROM generate_series(0, %(customers)s - 1) AS k, generate_series(1, 2) AS j
+ WHERE j < 1 + k %% 3
+"""
+FILL_SECONDARY_PHONES = """
+INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence, createdAt)
+SELECT 'c' || k || '.0@shop.test', (700000000 + k * 4 + j)::text, k + 1, 'secondary',
+       timestamptz '2025-06-01' + k * interval '1 ms'
+  FROM generate_series(0, %(customers)s - 1) AS k, generate_series(1, 2) AS j
+ WHERE j < 1 + (k / 3) %% 3
+"""
+def _fill(database_url: str, rows: int) -> int:
+    """Empty the table and fill it with about `rows` rows; returns the customer count."""
+    customers = rows // 3
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE contact RESTART IDENTITY")
+        for statement in (FILL_PRIMARIES, FILL_SECONDARY_EMAILS, FILL_SECONDARY_PHONES):
+            cur.execute(statement, {"customers": customers})
+        cur.execute("VACUUM ANALYZE contact")
+        cur.execute("SELECT count(*) FROM contact")
+        print(f"table filled: {cur.fetchone()[0]:,} rows, {customers:,} customers", flush=True)
+    conn.close()
+    return customers
+
+
+def _fill_big_customer(database_url: str, rows: int) -> None:
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO contact (email, phoneNumber, linkPrecedence) "
+            "VALUES ('big0@shop.test', '555000555', 'primary') RETURNING id"
+        )
+        primary_id = cur.fetchone()[0]
+        cur.execute(
+            """INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence)
+               SELECT 'big' || n || '@shop.test', '555000555', %s, 'secondary'
+                 FROM generate_series(1, %s - 1) AS n""",
+            (primary_id, rows),
+        )
+        cur.execute("ANALYZE contact")
+    conn.close()
+
+
+def _scale_run(args, database_url: str) -> None:
+    p50s = {}
+    for rows in (10_000, 1_000_000):
+        customers = _fill(database_url, rows)
+        workload = Workload(args.seed, customers, shape=_scale_shape)
+        service = Service(database_url, args.threads)
+        try:
+            requests = [http_request(body, service.port) for body in workload.checkouts(args.single_seconds * 3000)]
+            figures = drive(service, requests, 1, args.single_seconds).report(f"mixed c1, {rows:,} rows")
+            p50s[rows] = figures["p50_ms"]
+            requests = [http_request(body, service.port) for body in workload.checkouts(args.seconds * 6000)]
+            drive(service, requests, args.concurrency, args.seconds).report(
+                f"mixed c{args.concurrency}, {rows:,} rows"
+            )
+        finally:
+            service.stop()
+    print(f"{'p50 at 1 M / p50 at 10 k':<28} {p50s[1_000_000] / p50s[10_000]:>7.2f}x")
+    _fill_big_customer(database_url, 5_000)
+    service = Service(database_url, args.threads)
+    try:
+        request = http_request({"email": "big0@shop.test"}, service.port)
+        drive(service, [request] * 200, 1).report("one customer of 5,000 rows")
+    finally:
+        service.stop()
+
+
 def _database():
     """DATABASE_URL, or a fresh embedded durable PostgreSQL; returns (url, server or None)."""
     if os.environ.get("DATABASE_URL"):
@@ -298,7 +413,7 @@ def _mixed_run(args, database_url: str) -> dict:
         service.stop()
     ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
     print(f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})")
-    print(f"{'service / ceiling':<28} {figures['throughput'] / ceiling:>7.0%}")
+    print(f"{'service / ceiling':<28} {figures['throughput'] / ceiling:>7.0%}", flush=True)
     return figures
 
 
@@ -317,7 +432,11 @@ def main() -> int:
     try:
         apply_schema(database_url, PROJECT_ROOT / "sql")
         print(f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, service threads {args.threads}")
-        _mixed_run(args, database_url)
+        if args.scale:
+            _scale_run(args, database_url)
+        else:
+            _mixed_run(args, database_url)
+            framework_floor(args)
     finally:
         if server:
             server.stop()
