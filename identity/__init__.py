@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import config, db, errors
+from . import config, db, errors, observability
 from .audit import audit_command
 from .metrics import Metrics
 
@@ -13,10 +13,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(config.from_environment())
     if test_config:
         app.config.from_mapping(test_config)
-    app.extensions["identity_metrics"] = Metrics()
+    app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
 
     db.init_app(app)
     errors.init_app(app)
+    observability.init_app(app)
     app.cli.add_command(audit_command)
 
     from .api import bp

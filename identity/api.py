@@ -2,20 +2,24 @@
 
 import json
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
-from . import reconcile
+from . import reconcile, repository
 from .db import run_unit
 from .errors import ApiError
+from .openapi import build_spec
 from .schemas import identify_request, identify_response
 
 bp = Blueprint("identity", __name__)
+_openapi_document = build_spec()
 
 
 def _json_object() -> dict:
     """The request body as a JSON object, or the SPEC §7 error that says why not."""
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+        raise ApiError(
+            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
+        )
     try:
         # Our own parse rather than request.get_json(): deeply nested input raises
         # RecursionError, which must be a 400 like any other malformed body.
@@ -33,11 +37,29 @@ def identify():
     customer, outcome = run_unit(
         lambda conn: reconcile.identify(conn, checkout["email"], checkout["phone_number"])
     )
+    g.outcome = outcome.value
     current_app.extensions["identity_metrics"].outcomes.labels(outcome.value).inc()
     return identify_response.dump({"contact": customer})
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    if not run_unit(repository.schema_present):
+        raise ApiError(503, "schema_missing", "the database has no contact table: run make db-init")
+    return {"status": "ok"}
 
 
 @bp.get("/metrics")
 def metrics():
     body, content_type = current_app.extensions["identity_metrics"].exposition()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return _openapi_document

@@ -89,6 +89,7 @@ def get_db():
             conn = _pool(current_app).getconn()
         except (psycopg2.OperationalError, PoolError) as error:
             raise DatabaseUnavailable() from error
+        current_app.extensions["identity_metrics"].connections_in_use.inc()
         g.db = conn
     return g.db
 
@@ -98,20 +99,24 @@ def release_db(_exception=None) -> None:
     conn = g.pop("db", None)
     if conn is None:
         return
-    pool = current_app.extensions["identity_pool"]
     if not conn.closed and conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
         try:
             conn.cursor().execute("ROLLBACK")
         except psycopg2.Error:
             pass
     broken = conn.closed or conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE
-    pool.putconn(conn, close=bool(broken))
+    _give_back(conn, close=bool(broken))
 
 
 def _discard_db() -> None:
     conn = g.pop("db", None)
     if conn is not None:
-        current_app.extensions["identity_pool"].putconn(conn, close=True)
+        _give_back(conn, close=True)
+
+
+def _give_back(conn, close: bool) -> None:
+    current_app.extensions["identity_pool"].putconn(conn, close=close)
+    current_app.extensions["identity_metrics"].connections_in_use.dec()
 
 
 def _rollback_quietly(conn) -> None:
@@ -144,6 +149,12 @@ def run_unit(work):
                 raise DatabaseUnavailable() from error
             _discard_db()
     raise DatabaseUnavailable("retry budget exhausted")
+
+
+def close_pool(app: Flask) -> None:
+    pool = app.extensions.pop("identity_pool", None)
+    if pool is not None:
+        pool.closeall()
 
 
 def apply_schema(database_url: str, schema_dir: Path) -> list[str]:

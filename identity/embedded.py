@@ -150,7 +150,7 @@ class EmbeddedPostgres:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.stop()
+        self.close()
 
     def start(self) -> str:
         if not (self.data_dir / "PG_VERSION").is_file():
@@ -181,7 +181,9 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit."""
+        """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit.
+
+        The data stays: start() again serves it on the same port."""
         if self._process and self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)
             try:
@@ -190,15 +192,12 @@ class EmbeddedPostgres:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+    def close(self) -> None:
+        """Stop, and remove a throwaway cluster's data."""
+        self.stop()
         if self._tempdir:
             shutil.rmtree(self._tempdir, ignore_errors=True)
-
-    def kill(self) -> None:
-        """Immediate shutdown, as in a crash; start() again recovers from the WAL."""
-        if self._process and self._process.poll() is None:
-            self._process.send_signal(signal.SIGQUIT)
-            self._process.wait(STOP_TIMEOUT_SECONDS)
-        self._process = None
 
     def _environment(self) -> dict:
         return {**os.environ, "LC_ALL": "C", "LANG": "C"}
@@ -244,7 +243,7 @@ class EmbeddedPostgres:
                 return
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self.close()
                     raise EmbeddedPostgresError("postgres did not accept connections in time")
                 time.sleep(0.05)
 
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             except InterruptedError:
                 continue
     finally:
-        server.stop()
+        server.close()
     return status
 
 

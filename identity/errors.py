@@ -30,9 +30,17 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """An error the service reports on purpose, with its own status, code and message."""
 
-    def __init__(self, status: int, code: str, message: str, fields: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(code)
         self.status, self.code, self.message, self.fields = status, code, message, fields
+        self.retry_after = retry_after
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -43,7 +51,11 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 
 def _api_error(error: ApiError):
-    return jsonify(error_body(error.code, error.message, error.fields)), error.status
+    response = jsonify(error_body(error.code, error.message, error.fields))
+    response.status_code = error.status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _validation_error(error: ValidationError):

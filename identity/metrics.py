@@ -1,18 +1,21 @@
 """Prometheus metrics, one registry per app so that several apps can live in one process."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, pool_size: int):
         self.registry = CollectorRegistry()
         self.requests = Histogram(
             "identity_http_request_duration_seconds",
-            "HTTP requests by route and status, with their latency.",
+            "HTTP requests by method, route and status, with their latency.",
             ["method", "route", "status"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.in_flight = Gauge(
+            "identity_http_requests_in_flight", "Requests being served now.", registry=self.registry
         )
         self.outcomes = Counter(
             "identity_identify_outcomes",
@@ -26,6 +29,18 @@ class Metrics:
             ["cause"],
             registry=self.registry,
         )
+        self.connections_in_use = Gauge(
+            "identity_db_connections_in_use",
+            "Pooled database connections held by requests now.",
+            registry=self.registry,
+        )
+        pool = Gauge(
+            "identity_db_pool_size",
+            "Database connections the pool may open: one per server thread, so no request "
+            "ever waits for a connection.",
+            registry=self.registry,
+        )
+        pool.set(pool_size)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -173,6 +173,12 @@ def insert_contact(
         return ContactRow(*cur.fetchone())
 
 
+def schema_present(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('contact') IS NOT NULL")
+        return cur.fetchone()[0]
+
+
 def commit(conn) -> None:
     # The connection runs in autocommit mode and transactions are opened with an explicit
     # BEGIN, so psycopg2's conn.commit() would be a no-op: send COMMIT ourselves.

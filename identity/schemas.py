@@ -52,9 +52,19 @@ class IdentifyRequest(Schema):
     class Meta:
         unknown = EXCLUDE  # checkout events carry more than we need
 
-    email = NormalisedEmail(allow_none=True, load_default=None)
+    email = NormalisedEmail(
+        allow_none=True,
+        load_default=None,
+        metadata={"type": "string", "maxLength": 254, "description": "trimmed, lower-cased"},
+    )
     phoneNumber = NormalisedPhoneNumber(
-        allow_none=True, load_default=None, data_key="phoneNumber", attribute="phone_number"
+        allow_none=True,
+        load_default=None,
+        attribute="phone_number",
+        metadata={
+            "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            "description": "digits with optional leading +; spaces, hyphens, dots, parentheses ignored",
+        },
     )
 
     @validates_schema
@@ -64,14 +74,35 @@ class IdentifyRequest(Schema):
 
 
 class ConsolidatedContact(Schema):
-    primaryContactId = fields.Integer(attribute="primary_contact_id")
-    emails = fields.List(fields.String())
-    phoneNumbers = fields.List(fields.String(), attribute="phone_numbers")
-    secondaryContactIds = fields.List(fields.Integer(), attribute="secondary_contact_ids")
+    primaryContactId = fields.Integer(attribute="primary_contact_id", required=True)
+    emails = fields.List(fields.String(), required=True)
+    phoneNumbers = fields.List(fields.String(), attribute="phone_numbers", required=True)
+    secondaryContactIds = fields.List(
+        fields.Integer(), attribute="secondary_contact_ids", required=True
+    )
 
 
 class IdentifyResponse(Schema):
-    contact = fields.Nested(ConsolidatedContact)
+    contact = fields.Nested(ConsolidatedContact, required=True)
+
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    fields_ = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "present only when single request fields are at fault"},
+    )
+
+
+class Error(Schema):
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class Status(Schema):
+    status = fields.String(required=True)
 
 
 identify_request = IdentifyRequest()

@@ -439,7 +439,7 @@ def main() -> int:
             framework_floor(args)
     finally:
         if server:
-            server.stop()
+            server.close()
     return 0
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.db import apply_schema
+from identity.db import apply_schema, close_pool
 from identity.embedded import EmbeddedPostgres, free_port
 
 
@@ -51,9 +51,7 @@ def db(database_url):
 def app(db, database_url):
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "POOL_SIZE": 4})
     yield app
-    pool = app.extensions.get("identity_pool")
-    if pool:
-        pool.closeall()
+    close_pool(app)
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""Per-request bookkeeping: a request id, one JSON log line, Prometheus metrics.
+
+Log lines carry the method, the path (never the query string), the status, the latency,
+the /identify outcome and the request id: no e-mail or phone number, which are
+personal data, ever reaches a log.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, current_app, g, request
+
+from .errors import ApiError
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's request id is echoed only if it is short and plain; otherwise we make one.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Probes and scrapes arrive every few seconds; they are logged at DEBUG only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+access_log = logging.getLogger("identity.access")
+
+
+def _metrics():
+    return current_app.extensions["identity_metrics"]
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    _metrics().in_flight.inc()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _CLIENT_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    if current_app.extensions.get("identity_draining"):
+        raise ApiError(503, "shutting_down", "the server is shutting down; retry", retry_after=1)
+
+
+def _finish_request(response):
+    latency = time.perf_counter() - g.get("request_started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    _metrics().requests.labels(request.method, route, str(response.status_code)).observe(latency)
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers[REQUEST_ID_HEADER] = request_id
+    access_log.log(
+        logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": round(latency * 1000, 3),
+            "outcome": g.get("outcome"),
+            "request_id": request_id,
+        },
+    )
+    return response
+
+
+def _end_request(_exception=None) -> None:
+    if "request_started" in g:
+        _metrics().in_flight.dec()
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.teardown_request(_end_request)

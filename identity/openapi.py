@@ -1,0 +1,96 @@
+"""The OpenAPI 3 document of every route, generated from the marshmallow schemas."""
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from .schemas import Error, IdentifyRequest, IdentifyResponse, Status
+
+_ERRORS = {
+    "400": "malformed JSON, not an object, or a field fails validation",
+    "404": "unknown path",
+    "405": "wrong method (see the Allow header)",
+    "413": "body over the size limit",
+    "415": "Content-Type is not JSON",
+    "500": "unexpected error; nothing was written",
+    "503": "database unavailable (see the Retry-After header)",
+}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": "Error"}}}
+
+
+def _json(schema: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def build_spec() -> dict:
+    spec = APISpec(
+        title="Identity reconciliation service",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+    )
+    spec.components.schema("IdentifyRequest", schema=IdentifyRequest)
+    spec.components.schema("IdentifyResponse", schema=IdentifyResponse)
+    spec.components.schema("Error", schema=Error)
+    spec.components.schema("Status", schema=Status)
+
+    spec.path(
+        path="/identify",
+        operations={
+            "post": {
+                "summary": "Record a checkout's e-mail and/or phone number; answer with its customer",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": "IdentifyRequest"}},
+                },
+                "responses": {
+                    "200": _json("IdentifyResponse", "the consolidated customer"),
+                    **{status: _error(text) for status, text in _ERRORS.items() if status != "404"},
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/healthz",
+        operations={"get": {"summary": "The process is up", "responses": {"200": _json("Status", "up")}}},
+    )
+    spec.path(
+        path="/readyz",
+        operations={
+            "get": {
+                "summary": "The database is reachable and the schema present",
+                "responses": {"200": _json("Status", "ready"), "503": _error("not ready")},
+            }
+        },
+    )
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/openapi.json",
+        operations={
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3 document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    )
+    return spec.to_dict()
