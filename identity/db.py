@@ -27,16 +27,20 @@ _CONFLICTS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockN
 
 
 class ServiceConnection(extensions.connection):
-    """A connection in autocommit mode with the hot statements already prepared."""
+    """A connection in autocommit mode that knows whether its statements are prepared."""
 
     def __init__(self, dsn, *args, **kwargs):
         super().__init__(dsn, *args, **kwargs)
         self.autocommit = True
-        repository.prepare_statements(self)
+        self.statements_prepared = False
 
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time (HTTP 503)."""
+
+
+class SchemaMissing(DatabaseUnavailable):
+    """The database answers but has no contact table: `make db-init` has not run."""
 
 
 class RetryTransaction(Exception):
@@ -91,7 +95,19 @@ def get_db():
             raise DatabaseUnavailable() from error
         current_app.extensions["identity_metrics"].connections_in_use.inc()
         g.db = conn
+        if not conn.statements_prepared:
+            _prepare(conn)
     return g.db
+
+
+def _prepare(conn) -> None:
+    try:
+        repository.prepare_statements(conn)
+    except errors.UndefinedTable:
+        raise SchemaMissing() from None
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        raise DatabaseUnavailable() from error
+    conn.statements_prepared = True
 
 
 def release_db(_exception=None) -> None:

@@ -13,7 +13,7 @@ from flask import Flask, current_app, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from .db import DatabaseUnavailable
+from .db import DatabaseUnavailable, SchemaMissing
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,12 @@ def _http_error(error: HTTPException):
     return response
 
 
-def _database_unavailable(_error: DatabaseUnavailable):
-    response = jsonify(
-        error_body("database_unavailable", "the database is unavailable; retry shortly")
-    )
+def _database_unavailable(error: DatabaseUnavailable):
+    if isinstance(error, SchemaMissing):
+        body = error_body("schema_missing", "the database has no contact table: run make db-init")
+    else:
+        body = error_body("database_unavailable", "the database is unavailable; retry shortly")
+    response = jsonify(body)
     response.status_code = 503
     response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_S"])
     return response

@@ -174,6 +174,7 @@ def insert_contact(
 
 
 def schema_present(conn) -> bool:
+    """True when the contact table exists (the readiness probe's one round trip)."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('contact') IS NOT NULL")
         return cur.fetchone()[0]

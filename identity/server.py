@@ -21,11 +21,14 @@ DRAIN_TIMEOUT_S = 30
 logger = logging.getLogger(__name__)
 
 
+def json_formatter() -> JsonFormatter:
+    """One JSON object per line: the record's time, level, logger, message and extras."""
+    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=False)
-    )
+    handler.setFormatter(json_formatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Waitress warns at every request while all threads are busy; under load that is
     # thousands of lines a second about one fact, which /metrics' latencies show anyway.
