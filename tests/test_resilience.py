@@ -1,0 +1,156 @@
+"""Database trouble and shutdown, against real server processes.
+
+- The database stops in the middle of traffic: /identify answers 503 with Retry-After,
+  quickly; when the database is back the service recovers without a restart, no
+  acknowledged checkout is lost and SPEC §6 still holds.
+- SIGTERM: new connections are refused, the request in flight finishes, the process
+  exits cleanly.
+"""
+
+import http.client
+import json
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import ServerProcess
+from identity.audit import find_violations
+from identity.config import PROJECT_ROOT
+from identity.db import apply_schema
+from identity.embedded import EmbeddedPostgres
+
+DEADLINE_S = 30
+
+
+def post(port: int, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    result = response.status, dict(response.getheaders()), json.loads(response.read())
+    connection.close()
+    return result
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class Traffic:
+    """A thread posting new checkouts, one after another, recording each answer."""
+
+    def __init__(self, port: int):
+        self.port, self.results, self.stopping = port, [], threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            body = {"email": f"t{n}@x.io", "phoneNumber": str(n if n % 3 else n - 1)}
+            started = time.monotonic()
+            status, headers, _ = post(self.port, body)
+            self.results.append((body, status, headers, time.monotonic() - started))
+
+    def count(self, status: int) -> int:
+        return sum(1 for result in list(self.results) if result[1] == status)
+
+    def stop(self) -> list:
+        self.stopping.set()
+        self.thread.join(DEADLINE_S)
+        return self.results
+
+
+@pytest.fixture
+def private_database():
+    """A database of this test's own, which the test may stop and start."""
+    with EmbeddedPostgres() as server:
+        apply_schema(server.url, PROJECT_ROOT / "sql")
+        yield server
+
+
+def test_database_restart_in_the_middle_of_traffic(private_database):
+    service = ServerProcess(private_database.url, CONNECT_TIMEOUT_S=2, STATEMENT_TIMEOUT_MS=2000)
+    try:
+        traffic = Traffic(service.port)
+        wait_for(lambda: traffic.count(200) >= 20, "traffic to flow")
+        private_database.stop()
+        wait_for(lambda: traffic.count(503) >= 20, "503 answers while the database is down")
+        ok_before_restart = traffic.count(200)
+        private_database.start()
+        wait_for(lambda: traffic.count(200) >= ok_before_restart + 20, "recovery")
+        results = traffic.stop()
+    finally:
+        service.stop()
+
+    assert {status for _, status, _, _ in results} == {200, 503}
+    for _, status, headers, elapsed in results:
+        if status == 503:
+            assert headers["Retry-After"].isdigit()
+            assert elapsed < 5
+    conn = psycopg2.connect(private_database.url)
+    try:
+        assert find_violations(conn) == []
+        with conn.cursor() as cur:
+            cur.execute("SELECT email FROM contact")
+            stored = {email for (email,) in cur.fetchall()}
+    finally:
+        conn.close()
+    acknowledged = {body["email"] for body, status, _, _ in results if status == 200}
+    assert acknowledged <= stored
+
+
+def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_database):
+    service = ServerProcess(private_database.url, LOCK_TIMEOUT_MS=30000)
+    blocker = psycopg2.connect(private_database.url)
+    try:
+        assert post(service.port, {"email": "a@x.io", "phoneNumber": "1"})[0] == 200
+        with blocker.cursor() as cur:  # hold the customer's primary: writes to it wait
+            cur.execute("SELECT id FROM contact WHERE email = 'a@x.io' FOR UPDATE")
+        in_flight: list = []
+        request = threading.Thread(
+            target=lambda: in_flight.append(post(service.port, {"email": "a@x.io", "phoneNumber": "2"}))
+        )
+        request.start()
+        wait_for(lambda: _waiting_on_lock(private_database.url), "the request to wait for the lock")
+
+        service.process.terminate()  # SIGTERM
+        wait_for(lambda: not _accepts_connections(service.port), "new connections to be refused")
+        assert service.process.poll() is None, "exited with a request in flight"
+
+        blocker.commit()  # let the request in flight finish
+        request.join(DEADLINE_S)
+        assert in_flight and in_flight[0][0] == 200
+        assert in_flight[0][2]["contact"]["phoneNumbers"] == ["1", "2"]
+        assert service.process.wait(DEADLINE_S) == 0
+    finally:
+        blocker.close()
+        if service.process.poll() is None:
+            service.stop()
+
+
+def _waiting_on_lock(database_url: str) -> bool:
+    # A connection of its own: within one transaction pg_stat_activity would not change.
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND application_name = 'identity'"
+            )
+            return cur.fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+        return True
+    except OSError:
+        return False
