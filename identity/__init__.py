@@ -4,7 +4,9 @@ from flask import Flask
 
 from . import config, db, errors, observability
 from .audit import audit_command
+from .blocklist import Blocklist
 from .metrics import Metrics
+from .schemas import IdentifyRequest
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -14,6 +16,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
+    app.extensions["identity_request_schema"] = IdentifyRequest(Blocklist.load(app.config["BLOCKLIST"]))
 
     db.init_app(app)
     errors.init_app(app)

@@ -4,14 +4,16 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import reconcile, repository
+from . import lookups, reconcile, repository
 from .db import run_unit
 from .errors import ApiError
 from .openapi import build_spec
-from .schemas import identify_request, identify_response
+from .schemas import customer_history, identify_response
 
 bp = Blueprint("identity", __name__)
 _openapi_document = build_spec()
+# Row ids are PostgreSQL integers: a larger id in a path is simply not found.
+_MAX_ID = 2**31 - 1
 
 
 def _json_object() -> dict:
@@ -31,15 +33,44 @@ def _json_object() -> dict:
     return body
 
 
+def _load_identifiers(data: dict) -> dict:
+    return current_app.extensions["identity_request_schema"].load(data)
+
+
+def _answer(customer: reconcile.Customer, ignored: list[str]) -> dict:
+    return identify_response.dump({"contact": customer, **({"ignored": ignored} if ignored else {})})
+
+
 @bp.post("/identify")
 def identify():
-    checkout = identify_request.load(_json_object())
+    checkout = _load_identifiers(_json_object())
     customer, outcome = run_unit(
-        lambda conn: reconcile.identify(conn, checkout["email"], checkout["phone_number"])
+        lambda conn: reconcile.identify(
+            conn, checkout["email"], checkout["phone_number"], g.request_id
+        )
     )
     g.outcome = outcome.value
     current_app.extensions["identity_metrics"].outcomes.labels(outcome.value).inc()
-    return identify_response.dump({"contact": customer})
+    return _answer(customer, checkout["ignored"])
+
+
+@bp.get("/identify")
+def look_up():
+    query = _load_identifiers(request.args.to_dict())
+    customer = run_unit(
+        lambda conn: lookups.customer_by_values(conn, query["email"], query["phone_number"])
+    )
+    return _answer(customer, query["ignored"])
+
+
+@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>")
+def contact(contact_id: int):
+    return _answer(run_unit(lambda conn: lookups.customer_by_contact(conn, contact_id)), [])
+
+
+@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>/history")
+def contact_history(contact_id: int):
+    return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
 
 
 @bp.get("/healthz")

@@ -26,5 +26,7 @@ def from_environment() -> dict:
         "RETRY_AFTER_S": _int("RETRY_AFTER_S", 1),
         "MAX_CONTENT_LENGTH": _int("MAX_BODY_BYTES", 64 * 1024),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        # default, recommended, or the path of a JSON list (see identity/blocklist.py)
+        "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
     }

@@ -14,6 +14,8 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .db import DatabaseUnavailable, SchemaMissing
+from .lookups import NotFound, ValuesSpanCustomers
+from .schemas import AllValuesBlocked
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,20 @@ def _validation_error(error: ValidationError):
     return jsonify(error_body("missing_identifier", " ".join(schema_messages))), 400
 
 
+def _all_values_blocked(error: AllValuesBlocked):
+    message = "every value given is on the junk-value blocklist: " + ", ".join(error.fields)
+    return jsonify(error_body("blocked_values", message)), 400
+
+
+def _not_found(_error: NotFound):
+    return jsonify(error_body("not_found", "no customer matches")), 404
+
+
+def _values_span_customers(_error: ValuesSpanCustomers):
+    message = "the e-mail and the phone number belong to different customers; look them up one at a time"
+    return jsonify(error_body("values_span_customers", message)), 409
+
+
 def _http_error(error: HTTPException):
     # Start from Werkzeug's own response so headers such as Allow survive.
     response = error.get_response()
@@ -97,6 +113,9 @@ def _unexpected(error: Exception):
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(AllValuesBlocked, _all_values_blocked)
+    app.register_error_handler(NotFound, _not_found)
+    app.register_error_handler(ValuesSpanCustomers, _values_span_customers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

@@ -3,7 +3,7 @@
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from .schemas import Error, IdentifyRequest, IdentifyResponse, Status
+from .schemas import CustomerHistory, Error, IdentifyRequest, IdentifyResponse, Status
 
 _ERRORS = {
     "400": "malformed JSON, not an object, or a field fails validation",
@@ -35,6 +35,7 @@ def build_spec() -> dict:
     spec.components.schema("IdentifyResponse", schema=IdentifyResponse)
     spec.components.schema("Error", schema=Error)
     spec.components.schema("Status", schema=Status)
+    spec.components.schema("CustomerHistory", schema=CustomerHistory)
 
     spec.path(
         path="/identify",
@@ -48,6 +49,55 @@ def build_spec() -> dict:
                 "responses": {
                     "200": _json("IdentifyResponse", "the consolidated customer"),
                     **{status: _error(text) for status, text in _ERRORS.items() if status != "404"},
+                },
+            },
+            "get": {
+                "summary": "Look up the customer of an e-mail and/or phone number; never writes",
+                "parameters": [
+                    {"in": "query", "name": "email", "schema": {"type": "string"}},
+                    {"in": "query", "name": "phoneNumber", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json("IdentifyResponse", "the customer"),
+                    "400": _error("a value fails validation, or none is given"),
+                    "404": _error("no customer has these values"),
+                    "409": _error("the e-mail and the phone number belong to different customers"),
+                    "503": _error(_ERRORS["503"]),
+                },
+            },
+        },
+    )
+    contact_id = {
+        "in": "path",
+        "name": "contact_id",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    }
+    spec.path(
+        path="/contacts/{contact_id}",
+        operations={
+            "get": {
+                "summary": "The customer a contact row belongs to; never writes",
+                "parameters": [contact_id],
+                "responses": {
+                    "200": _json("IdentifyResponse", "the customer"),
+                    "404": _error("unknown or deleted row"),
+                    "503": _error(_ERRORS["503"]),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/contacts/{contact_id}/history",
+        operations={
+            "get": {
+                "summary": "Every change to the customer of a contact row, oldest first, "
+                "including the customers merged into it",
+                "parameters": [contact_id],
+                "responses": {
+                    "200": _json("CustomerHistory", "the merge history"),
+                    "404": _error("unknown or deleted row"),
+                    "503": _error(_ERRORS["503"]),
                 },
             }
         },

@@ -62,16 +62,25 @@ def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -
     )
 
 
-def identify(conn, email: str | None, phone_number: str | None) -> tuple[Customer, Outcome]:
-    """Record one checkout; answer with its whole customer. Retry-safe as a unit."""
+def identify(
+    conn, email: str | None, phone_number: str | None, request_id: str | None = None
+) -> tuple[Customer, Outcome]:
+    """Record one checkout; answer with its whole customer. Retry-safe as a unit.
+
+    request_id goes into the merge history with every change the checkout makes."""
     rows = repository.find_customer(conn, email, phone_number)
     if _plan(rows, email, phone_number).changes_nothing:
-        return _consolidate(rows), Outcome.UNCHANGED
-    return _write(conn, email, phone_number, [row.id for row in rows if row.is_primary])
+        return consolidate(rows), Outcome.UNCHANGED
+    seen_primary_ids = [row.id for row in rows if row.is_primary]
+    return _write(conn, email, phone_number, seen_primary_ids, request_id)
 
 
 def _write(
-    conn, email: str | None, phone_number: str | None, seen_primary_ids: list[int]
+    conn,
+    email: str | None,
+    phone_number: str | None,
+    seen_primary_ids: list[int],
+    request_id: str | None,
 ) -> tuple[Customer, Outcome]:
     rows = repository.begin_locked(conn, email, phone_number, seen_primary_ids)
     primary_ids = [row.id for row in rows if row.is_primary]
@@ -84,16 +93,17 @@ def _write(
     plan = _plan(rows, email, phone_number)
     outcome = Outcome.UNCHANGED
     if plan.losers:
-        repository.demote_primaries(conn, plan.survivor.id, plan.losers)
+        bridge = {"email": email, "phone_number": phone_number}
+        repository.demote_primaries(conn, plan.survivor.id, plan.losers, bridge, request_id)
         rows = [_demoted(row, plan.survivor.id, plan.losers) for row in rows]
         outcome = Outcome.MERGE
     if plan.insert:
         linked_id = plan.survivor.id if plan.survivor else None
-        rows.append(repository.insert_contact(conn, email, phone_number, linked_id))
+        rows.append(repository.insert_contact(conn, email, phone_number, linked_id, request_id))
         if outcome is Outcome.UNCHANGED:
             outcome = Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
     repository.commit(conn)
-    return _consolidate(rows), outcome
+    return consolidate(rows), outcome
 
 
 def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> ContactRow:
@@ -103,7 +113,7 @@ def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> Contact
     return row
 
 
-def _consolidate(rows: list[ContactRow]) -> Customer:
+def consolidate(rows: list[ContactRow]) -> Customer:
     """SPEC §3's answer: the primary's values first, then in creation order, no repeats."""
     primary = next(row for row in rows if row.is_primary)
     ordered = [primary] + [row for row in rows if row is not primary]

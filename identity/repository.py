@@ -22,28 +22,19 @@ class ContactRow(NamedTuple):
         return self.link_precedence == "primary"
 
 
-# The whole customer (SPEC §5, set C) of the rows that share the request's e-mail or
-# phone number (set M), in one query, oldest row first.
+# The whole customer (SPEC §5, set C) of the rows in `matched`, oldest row first. The
+# look-ups below differ only in how they find `matched`.
 #
-#   matched    M: live rows with the request's e-mail or phone number. `= NULL` is never
-#              true, so an absent value matches nothing. Two partial-index scans.
-#   ancestry   Walks linkedId upwards from every row of M until it reaches rows that link
-#              to nothing: the primaries of the customers that M touches. Invariant §6.1
-#              keeps every walk to one step; UNION (not UNION ALL) drops repeats, so the
-#              walk ends even on data that breaks the invariant. The parent is fetched
-#              in a LATERAL subquery with LIMIT 1, which the planner cannot turn into a
-#              hash join: always a primary-key look-up, even while the table's
-#              statistics are stale (a young, fast-growing table).
+#   ancestry   Walks linkedId upwards from every matched row until it reaches rows that
+#              link to nothing: the primaries of the customers the matched rows touch.
+#              Invariant §6.1 keeps every walk to one step; UNION (not UNION ALL) drops
+#              repeats, so the walk ends even on data that breaks the invariant. The
+#              parent is fetched in a LATERAL subquery with LIMIT 1, which the planner
+#              cannot turn into a hash join: always a primary-key look-up, even while the
+#              table's statistics are stale (a young, fast-growing table).
 #   customer   C: those primaries and every row that links to them (an index look-up
 #              each: by id, then by linkedId), live rows only.
-RESOLVE_CUSTOMER = """
-WITH RECURSIVE
-matched AS (
-    SELECT id, linkedId
-      FROM contact
-     WHERE deletedAt IS NULL
-       AND (email = $1 OR phoneNumber = $2)
-),
+_CUSTOMER_OF_MATCHED = """
 ancestry (id, linkedId) AS (
     SELECT id, linkedId FROM matched
     UNION
@@ -67,6 +58,27 @@ SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
  WHERE deletedAt IS NULL
  ORDER BY createdAt, id
 """
+
+# C for a request's e-mail ($1) and phone number ($2): `matched` is M of SPEC §5, the
+# live rows with either value (`= NULL` is never true, so an absent value matches
+# nothing); two partial-index scans. Prepared once per connection (PREPARED_STATEMENTS).
+RESOLVE_CUSTOMER = """
+WITH RECURSIVE
+matched AS (
+    SELECT id, linkedId
+      FROM contact
+     WHERE deletedAt IS NULL
+       AND (email = $1 OR phoneNumber = $2)
+),
+""" + _CUSTOMER_OF_MATCHED
+
+# C of one row, by its id (GET /contacts/{id}); nothing when the row is deleted.
+RESOLVE_CUSTOMER_OF_CONTACT = """
+WITH RECURSIVE
+matched AS (
+    SELECT id, linkedId FROM contact WHERE id = %(contact_id)s AND deletedAt IS NULL
+),
+""" + _CUSTOMER_OF_MATCHED
 
 # Statements run at almost every request, prepared when a connection opens.
 PREPARED_STATEMENTS = {
@@ -98,23 +110,61 @@ SELECT id FROM contact WHERE id = ANY(%(primary_ids)s) ORDER BY id FOR UPDATE
 
 # SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
 # every live row that pointed at a loser now points at the survivor (no chains, §6.1).
-# The updatedAt trigger stamps each changed row.
+# The updatedAt trigger stamps each changed row. The same statement records the history:
+# one primary_demoted event per loser, with the request's values that bridged them, and
+# one rows_repointed event per loser that had secondaries. All parts of one WITH
+# statement read the same snapshot, so `former_links` sees the links before the update.
 DEMOTE_PRIMARIES = """
-UPDATE contact
-   SET linkedId = %(survivor_id)s, linkPrecedence = 'secondary'
- WHERE deletedAt IS NULL
-   AND (id = ANY(%(loser_ids)s) OR linkedId = ANY(%(loser_ids)s))
+WITH former_links AS (
+    SELECT linkedId AS loser_id, array_agg(id ORDER BY id) AS row_ids
+      FROM contact
+     WHERE deletedAt IS NULL AND linkedId = ANY(%(loser_ids)s)
+     GROUP BY linkedId
+),
+demoted AS (
+    UPDATE contact
+       SET linkedId = %(survivor_id)s, linkPrecedence = 'secondary'
+     WHERE deletedAt IS NULL
+       AND (id = ANY(%(loser_ids)s) OR linkedId = ANY(%(loser_ids)s))
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds)
+SELECT %(request_id)s, 'primary_demoted', loser_id, %(survivor_id)s,
+       %(email)s, %(phone_number)s, NULL
+  FROM unnest(%(loser_ids)s::integer[]) AS loser_id
+UNION ALL
+SELECT %(request_id)s, 'rows_repointed', loser_id, %(survivor_id)s, NULL, NULL, row_ids
+  FROM former_links
 """
 
-# A new row, primary when linked_id is null. createdAt is the clock at insert time, not
-# the transaction's start: a writer inserts only after it holds its locks, so creation
-# order agrees with the order in which conflicting writers ran (§6.3).
+# A new row, primary when linked_id is null, and its customer_created or secondary_added
+# event. createdAt is the clock at insert time, not the transaction's start: a writer
+# inserts only after it holds its locks, so creation order agrees with the order in
+# which conflicting writers ran (§6.3).
 INSERT_CONTACT = """
-INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence, createdAt, updatedAt)
-VALUES (%(email)s, %(phone_number)s, %(linked_id)s,
-        CASE WHEN %(linked_id)s::integer IS NULL THEN 'primary' ELSE 'secondary' END,
-        clock_timestamp(), clock_timestamp())
-RETURNING id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+WITH new_row AS (
+    INSERT INTO contact (email, phoneNumber, linkedId, linkPrecedence, createdAt, updatedAt)
+    VALUES (%(email)s, %(phone_number)s, %(linked_id)s,
+            CASE WHEN %(linked_id)s::integer IS NULL THEN 'primary' ELSE 'secondary' END,
+            clock_timestamp(), clock_timestamp())
+    RETURNING id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+),
+event AS (
+    INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber)
+    SELECT %(request_id)s,
+           CASE WHEN linkedId IS NULL THEN 'customer_created' ELSE 'secondary_added' END,
+           id, COALESCE(linkedId, id), email, phoneNumber
+      FROM new_row
+)
+SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt FROM new_row
+"""
+
+# The history of a customer: every event about one of its rows, oldest first. Events are
+# written after the writer's locks, so id order is the order of the changes.
+CUSTOMER_HISTORY = """
+SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds
+  FROM contact_event
+ WHERE contactId = ANY(%(row_ids)s)
+ ORDER BY id
 """
 
 
@@ -157,20 +207,44 @@ def begin_locked(
         return [ContactRow(*row) for row in cur]
 
 
-def demote_primaries(conn, survivor_id: int, loser_ids: list[int]) -> None:
+def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
+    """The customer of one live row, oldest row first; [] for an unknown or deleted row."""
     with conn.cursor() as cur:
-        cur.execute(DEMOTE_PRIMARIES, {"survivor_id": survivor_id, "loser_ids": loser_ids})
+        cur.execute(RESOLVE_CUSTOMER_OF_CONTACT, {"contact_id": contact_id})
+        return [ContactRow(*row) for row in cur]
+
+
+def demote_primaries(
+    conn, survivor_id: int, loser_ids: list[int], bridge: dict, request_id: str | None
+) -> None:
+    """Demote the losers into the survivor's customer; bridge: the request's values."""
+    params = {"survivor_id": survivor_id, "loser_ids": loser_ids, "request_id": request_id}
+    with conn.cursor() as cur:
+        cur.execute(DEMOTE_PRIMARIES, {**params, **bridge})
 
 
 def insert_contact(
-    conn, email: str | None, phone_number: str | None, linked_id: int | None
+    conn,
+    email: str | None,
+    phone_number: str | None,
+    linked_id: int | None,
+    request_id: str | None,
 ) -> ContactRow:
+    params = {
+        "email": email,
+        "phone_number": phone_number,
+        "linked_id": linked_id,
+        "request_id": request_id,
+    }
     with conn.cursor() as cur:
-        cur.execute(
-            INSERT_CONTACT,
-            {"email": email, "phone_number": phone_number, "linked_id": linked_id},
-        )
+        cur.execute(INSERT_CONTACT, params)
         return ContactRow(*cur.fetchone())
+
+
+def customer_history(conn, row_ids: list[int]) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(CUSTOMER_HISTORY, {"row_ids": row_ids})
+        return cur.fetchall()
 
 
 def schema_present(conn) -> bool:

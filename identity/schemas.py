@@ -1,8 +1,19 @@
 """The JSON of POST /identify: SPEC §3 shapes and SPEC §4 normalisation."""
 
 import re
+from dataclasses import dataclass
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from .blocklist import Blocklist
 
 MAX_EMAIL_LENGTH = 254
 # What remains of a phone number once its separators are gone: 1 to 15 digits, with an
@@ -10,6 +21,21 @@ MAX_EMAIL_LENGTH = 254
 _PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
 _PHONE_SEPARATORS = re.compile(r"[ .()\-]")
 _email_syntax = validate.Email(error="is not a valid e-mail address")
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A value on the junk-value blocklist: treated as absent."""
+
+    value: str
+
+
+class AllValuesBlocked(Exception):
+    """Every identifier the request carried is on the blocklist (HTTP 400)."""
+
+    def __init__(self, fields_: list[str]):
+        super().__init__("blocked")
+        self.fields = fields_
 
 
 class NormalisedEmail(fields.Field):
@@ -21,6 +47,8 @@ class NormalisedEmail(fields.Field):
         email = value.strip().lower()
         if not email:
             return None
+        if self.parent.blocklist.blocks_email(email):
+            return Blocked(email)
         if len(email) > MAX_EMAIL_LENGTH:
             raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters")
         return _email_syntax(email)
@@ -40,7 +68,10 @@ class NormalisedPhoneNumber(fields.Field):
         if not value.strip():
             return None
         phone_number = _PHONE_SEPARATORS.sub("", value.strip())
-        if not _PHONE_DIGITS.fullmatch(phone_number):
+        well_formed = _PHONE_DIGITS.fullmatch(phone_number) is not None
+        if self.parent.blocklist.blocks_phone_number(value, phone_number if well_formed else None):
+            return Blocked(phone_number)
+        if not well_formed:
             raise ValidationError(
                 "must be 1 to 15 digits, optionally after a leading +, "
                 "with only spaces, hyphens, dots and parentheses between them"
@@ -67,10 +98,31 @@ class IdentifyRequest(Schema):
         },
     )
 
+    def __init__(self, blocklist: Blocklist | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.blocklist = blocklist or Blocklist({})
+
     @validates_schema
     def at_least_one_identifier(self, data, **kwargs):
-        if data.get("email") is None and data.get("phone_number") is None:
+        present = {name: value for name, value in data.items() if value is not None}
+        if not present:
             raise ValidationError("at least one of email and phoneNumber is required")
+        if all(isinstance(value, Blocked) for value in present.values()):
+            raise AllValuesBlocked(sorted(_FIELD_NAMES[name] for name in present))
+
+    @post_load
+    def set_blocked_values_aside(self, data, **kwargs):
+        """Blocked values become absent; `ignored` names their fields for the answer."""
+        data["ignored"] = sorted(
+            _FIELD_NAMES[name] for name, value in data.items() if isinstance(value, Blocked)
+        )
+        for name in ("email", "phone_number"):
+            if isinstance(data[name], Blocked):
+                data[name] = None
+        return data
+
+
+_FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
 
 
 class ConsolidatedContact(Schema):
@@ -84,6 +136,32 @@ class ConsolidatedContact(Schema):
 
 class IdentifyResponse(Schema):
     contact = fields.Nested(ConsolidatedContact, required=True)
+    ignored = fields.List(
+        fields.String(),
+        metadata={"description": "request fields whose values are on the junk-value "
+                  "blocklist and were treated as absent; only present when not empty"},
+    )
+
+
+class HistoryEvent(Schema):
+    id = fields.Integer(required=True)
+    occurredAt = fields.DateTime(required=True, attribute="occurred_at")
+    requestId = fields.String(allow_none=True, attribute="request_id")
+    kind = fields.String(
+        required=True,
+        metadata={"enum": ["customer_created", "secondary_added", "primary_demoted", "rows_repointed"]},
+    )
+    contactId = fields.Integer(required=True, attribute="contact_id")
+    primaryId = fields.Integer(required=True, attribute="primary_id")
+    email = fields.String(allow_none=True)
+    phoneNumber = fields.String(allow_none=True, attribute="phone_number")
+    repointedIds = fields.List(fields.Integer(), allow_none=True, attribute="repointed_ids")
+
+
+class CustomerHistory(Schema):
+    primaryContactId = fields.Integer(required=True, attribute="primary_contact_id")
+    events = fields.List(fields.Nested(HistoryEvent), required=True)
+
 
 
 class ErrorDetail(Schema):
@@ -105,5 +183,5 @@ class Status(Schema):
     status = fields.String(required=True)
 
 
-identify_request = IdentifyRequest()
 identify_response = IdentifyResponse()
+customer_history = CustomerHistory()

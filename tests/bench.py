@@ -214,8 +214,12 @@ class Service:
     def __init__(self, database_url: str, threads: int):
         self.port = free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
-               "THREADS": str(threads), "LOG_LEVEL": "WARNING"}
-        self.process = subprocess.Popen([sys.executable, "wsgi.py"], cwd=PROJECT_ROOT, env=env)
+               "THREADS": str(threads)}
+        # The service logs one JSON line per request, as in production; to a file.
+        self.log = tempfile.NamedTemporaryFile("w", prefix="identity-bench-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "wsgi.py"], cwd=PROJECT_ROOT, env=env, stderr=self.log
+        )
         self.pid = self.process.pid
         try:
             self._wait_until_serving()
@@ -237,6 +241,9 @@ class Service:
     def stop(self):
         self.process.terminate()
         self.process.wait(30)
+        if getattr(self, "log", None):
+            self.log.close()
+            os.unlink(self.log.name)
 
 
 # The minimal work of one request: the recursive-CTE look-up by e-mail or phone, and an
@@ -333,7 +340,7 @@ def _fill(database_url: str, rows: int) -> int:
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE contact RESTART IDENTITY")
+        cur.execute("TRUNCATE contact RESTART IDENTITY CASCADE")
         for statement in (FILL_PRIMARIES, FILL_SECONDARY_EMAILS, FILL_SECONDARY_PHONES):
             cur.execute(statement, {"customers": customers})
         cur.execute("VACUUM ANALYZE contact")

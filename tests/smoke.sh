@@ -77,8 +77,8 @@ r=$(post '{"email":' )
 check "malformed JSON: 400" "${r%% *}" 400
 r=$(post '{"email":"a@x.io"}' text/plain)
 check "not JSON: 415" "${r%% *}" 415
-status=$(curl -sS -o /dev/null -w '%{http_code}' "$BASE_URL/identify")
-check "GET /identify: 405" "$status" 405
+status=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT "$BASE_URL/identify")
+check "PUT /identify: 405" "$status" 405
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed"

@@ -39,7 +39,7 @@ def check(client, db, response) -> None:
     else:
         # Valid input: start the next example from an empty table again.
         with db.cursor() as cur:
-            cur.execute("TRUNCATE contact RESTART IDENTITY")
+            cur.execute("TRUNCATE contact RESTART IDENTITY CASCADE")
 
 
 @FUZZ
