@@ -73,6 +73,21 @@ def rows(db) -> list[tuple]:
         return cur.fetchall()
 
 
+def replay_links(db) -> dict[int, int | None]:
+    """Every row's link, rebuilt from the events alone."""
+    links: dict[int, int | None] = {}
+    with db.cursor() as cur:
+        cur.execute("SELECT kind, contactId, primaryId, repointedIds FROM contact_event ORDER BY id")
+        for kind, contact_id, primary_id, repointed_ids in cur.fetchall():
+            if kind == "customer_created":
+                links[contact_id] = None
+            elif kind in ("secondary_added", "primary_demoted"):
+                links[contact_id] = primary_id
+            else:  # rows_repointed
+                links.update(dict.fromkeys(repointed_ids, primary_id))
+    return links
+
+
 class ServerProcess:
     """`python wsgi.py` as a real server process on a free port."""
 

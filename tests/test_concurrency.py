@@ -16,6 +16,7 @@ from itertools import cycle
 
 import pytest
 
+from conftest import replay_links, rows
 from identity.audit import find_violations
 
 THREADS = 16
@@ -156,6 +157,7 @@ def test_concurrent_checkouts_keep_every_invariant(two_servers, db, scenario):
 
         assert [status for _, status, _ in results] == [200] * len(results), results
         assert find_violations(db) == []
+        assert replay_links(db) == {row[0]: row[3] for row in rows(db)}  # history complete
         for body, _, answer in results:
             contact = answer["contact"]
             ids, emails, phones = customer_of(db, contact["primaryContactId"])
