@@ -282,20 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     # The terminal's Ctrl-C reaches the command, which exits; we then stop the server.
+    # A SIGTERM for us is passed on to the command, which then exits the same way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         child = subprocess.Popen(
             args.command,
             env={**os.environ, "DATABASE_URL": server.url},
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        while True:
-            try:
-                status = child.wait()
-                break
-            except InterruptedError:
-                continue
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        status = child.wait()
     finally:
         server.close()
     return status

@@ -24,6 +24,24 @@ def _json(schema: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _contact_operation(summary: str, answer: dict) -> dict:
+    contact_id = {
+        "in": "path",
+        "name": "contact_id",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    }
+    return {
+        "summary": summary,
+        "parameters": [contact_id],
+        "responses": {
+            "200": answer,
+            "404": _error("unknown or deleted row"),
+            "503": _error(_ERRORS["503"]),
+        },
+    }
+
+
 def build_spec() -> dict:
     spec = APISpec(
         title="Identity reconciliation service",
@@ -67,41 +85,14 @@ def build_spec() -> dict:
             },
         },
     )
-    contact_id = {
-        "in": "path",
-        "name": "contact_id",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-    }
-    spec.path(
-        path="/contacts/{contact_id}",
-        operations={
-            "get": {
-                "summary": "The customer a contact row belongs to; never writes",
-                "parameters": [contact_id],
-                "responses": {
-                    "200": _json("IdentifyResponse", "the customer"),
-                    "404": _error("unknown or deleted row"),
-                    "503": _error(_ERRORS["503"]),
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/contacts/{contact_id}/history",
-        operations={
-            "get": {
-                "summary": "Every change to the customer of a contact row, oldest first, "
-                "including the customers merged into it",
-                "parameters": [contact_id],
-                "responses": {
-                    "200": _json("CustomerHistory", "the merge history"),
-                    "404": _error("unknown or deleted row"),
-                    "503": _error(_ERRORS["503"]),
-                },
-            }
-        },
-    )
+    for path, summary, answer in (
+        ("/contacts/{contact_id}", "The customer a contact row belongs to; never writes",
+         _json("IdentifyResponse", "the customer")),
+        ("/contacts/{contact_id}/history", "Every change to the customer of a contact row, "
+         "oldest first, including the customers merged into it",
+         _json("CustomerHistory", "the merge history")),
+    ):
+        spec.path(path=path, operations={"get": _contact_operation(summary, answer)})
     spec.path(
         path="/healthz",
         operations={"get": {"summary": "The process is up", "responses": {"200": _json("Status", "up")}}},
