@@ -7,8 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-# Without DATABASE_URL, commands run against the embedded PostgreSQL kept in .pgdata/.
-WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data .pgdata --)
+# Without DATABASE_URL, commands run against the embedded PostgreSQL kept in PGDATA_DIR.
+PGDATA_DIR ?= .pgdata
+WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
 .PHONY: help run serve db-init test smoke audit bench bench-scale clean
 

@@ -17,6 +17,7 @@ Without --data the cluster is a throwaway one in a temporary folder.
 
 import argparse
 import ctypes
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -97,26 +98,43 @@ class _Account:
         return become_server
 
     def can_run(self, binary: Path) -> bool:
-        result = subprocess.run(
-            [str(binary), "--version"], preexec_fn=self.preexec(), capture_output=True
-        )
+        try:
+            result = subprocess.run(
+                [str(binary), "--version"], preexec_fn=self.preexec(), capture_output=True
+            )
+        except OSError:  # e.g. a parent folder that only root may enter
+            return False
         return result.returncode == 0
 
 
 def _reachable_bin_dir(account: _Account) -> Path:
-    """The binaries, copied to a world-readable cache when `nobody` cannot reach them."""
+    """The binaries, copied to a world-readable cache when `nobody` cannot reach them.
+
+    The copy keeps the wheel's layout three levels up (the binaries find the wheel's
+    bundled libraries through the relative rpath $ORIGIN/../../../<package>.libs)."""
     bin_dir = find_bin_dir()
     if account.can_run(bin_dir / "postgres"):
         return bin_dir
     install = bin_dir.parent
-    cache = Path(tempfile.gettempdir()) / f"identity-pg-{account.uid}-{abs(hash(str(install)))}"
-    if not (cache / "bin" / "postgres").is_file():
-        staging = Path(tempfile.mkdtemp(prefix="identity-pg-"))
+    package = install.parent
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"identity-pg-{account.uid}-{digest}"
+    cached_bin = cache / package.name / install.name / "bin"
+    if not (cached_bin / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="identity-pg-staging-"))
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True)
-        staging.chmod(0o755)
-        staging.rename(cache)
-    return cache / "bin"
+            shutil.copytree(install / part, staging / package.name / install.name / part, symlinks=True)
+        for libs in package.parent.glob(f"{package.name}.libs"):
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for folder in (staging, staging / package.name, staging / package.name / install.name):
+            folder.chmod(0o755)
+        try:
+            staging.rename(cache)
+        except OSError:  # another process made the cache first
+            shutil.rmtree(staging, ignore_errors=True)
+    if not account.can_run(cached_bin / "postgres"):
+        raise EmbeddedPostgresError(f"uid {account.uid} cannot run the PostgreSQL binaries in {cache}")
+    return cached_bin
 
 
 class EmbeddedPostgres:
@@ -220,9 +238,14 @@ class EmbeddedPostgres:
             text=True,
         )
         if result.returncode != 0:
+            hint = (
+                f" The server runs as uid {self._account.uid} (root may not run PostgreSQL):"
+                " put the data in a folder that account can reach (make run PGDATA_DIR=...)."
+                if self._account.drop_root
+                else ""
+            )
             raise EmbeddedPostgresError(
-                f"initdb failed for {self.data_dir} (is it reachable by uid "
-                f"{self._account.uid}?):\n{result.stderr.strip()}"
+                f"initdb failed for {self.data_dir}:\n{result.stderr.strip()}{hint}"
             )
 
     def _connect(self, dbname: str):
