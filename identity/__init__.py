@@ -16,7 +16,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
-    app.extensions["identity_request_schema"] = IdentifyRequest(Blocklist.load(app.config["BLOCKLIST"]))
+    app.extensions["identity_request_schema"] = IdentifyRequest(
+        Blocklist.load(app.config["BLOCKLIST"])
+    )
 
     db.init_app(app)
     errors.init_app(app)

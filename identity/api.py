@@ -38,7 +38,9 @@ def _load_identifiers(data: dict) -> dict:
 
 
 def _answer(customer: reconcile.Customer, ignored: list[str]) -> dict:
-    return identify_response.dump({"contact": customer, **({"ignored": ignored} if ignored else {})})
+    return identify_response.dump(
+        {"contact": customer, **({"ignored": ignored} if ignored else {})}
+    )
 
 
 @bp.post("/identify")

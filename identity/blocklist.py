@@ -28,8 +28,12 @@ class Blocklist:
     def __init__(self, document: dict):
         self._rules = {
             kind: _Rules(
-                frozenset(value.strip().lower() for value in document.get(kind, {}).get("exact", [])),
-                tuple(re.compile(pattern) for pattern in document.get(kind, {}).get("patterns", [])),
+                frozenset(
+                    value.strip().lower() for value in document.get(kind, {}).get("exact", [])
+                ),
+                tuple(
+                    re.compile(pattern) for pattern in document.get(kind, {}).get("patterns", [])
+                ),
             )
             for kind in ("emails", "phoneNumbers")
         }
@@ -46,4 +50,6 @@ class Blocklist:
     def blocks_phone_number(self, raw: str, normalised: str | None) -> bool:
         """Placeholders are matched as typed (lower-cased), digit patterns once normalised."""
         rules = self._rules["phoneNumbers"]
-        return rules.blocks(raw.strip().lower()) or (normalised is not None and rules.blocks(normalised))
+        return rules.blocks(raw.strip().lower()) or (
+            normalised is not None and rules.blocks(normalised)
+        )

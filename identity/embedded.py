@@ -123,7 +123,9 @@ def _reachable_bin_dir(account: _Account) -> Path:
     if not (cached_bin / "postgres").is_file():
         staging = Path(tempfile.mkdtemp(prefix="identity-pg-staging-"))
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / package.name / install.name / part, symlinks=True)
+            shutil.copytree(
+                install / part, staging / package.name / install.name / part, symlinks=True
+            )
         for libs in package.parent.glob(f"{package.name}.libs"):
             shutil.copytree(libs, staging / libs.name, symlinks=True)
         for folder in (staging, staging / package.name, staging / package.name / install.name):
@@ -133,7 +135,9 @@ def _reachable_bin_dir(account: _Account) -> Path:
         except OSError:  # another process made the cache first
             shutil.rmtree(staging, ignore_errors=True)
     if not account.can_run(cached_bin / "postgres"):
-        raise EmbeddedPostgresError(f"uid {account.uid} cannot run the PostgreSQL binaries in {cache}")
+        raise EmbeddedPostgresError(
+            f"uid {account.uid} cannot run the PostgreSQL binaries in {cache}"
+        )
     return cached_bin
 
 
@@ -228,8 +232,15 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [
                 str(self._bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
                 *([] if self.durable else ["--no-sync"]),
             ],
             env=self._environment(),
@@ -267,7 +278,9 @@ class EmbeddedPostgres:
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
                     self.close()
-                    raise EmbeddedPostgresError("postgres did not accept connections in time")
+                    raise EmbeddedPostgresError(
+                        "postgres did not accept connections in time"
+                    ) from None
                 time.sleep(0.05)
 
     def _create_database(self) -> None:

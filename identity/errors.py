@@ -79,7 +79,9 @@ def _not_found(_error: NotFound):
 
 
 def _values_span_customers(_error: ValuesSpanCustomers):
-    message = "the e-mail and the phone number belong to different customers; look them up one at a time"
+    message = (
+        "the e-mail and the phone number belong to different customers; look them up one at a time"
+    )
     return jsonify(error_body("values_span_customers", message)), 409
 
 

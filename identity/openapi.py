@@ -86,16 +86,24 @@ def build_spec() -> dict:
         },
     )
     for path, summary, answer in (
-        ("/contacts/{contact_id}", "The customer a contact row belongs to; never writes",
-         _json("IdentifyResponse", "the customer")),
-        ("/contacts/{contact_id}/history", "Every change to the customer of a contact row, "
-         "oldest first, including the customers merged into it",
-         _json("CustomerHistory", "the merge history")),
+        (
+            "/contacts/{contact_id}",
+            "The customer a contact row belongs to; never writes",
+            _json("IdentifyResponse", "the customer"),
+        ),
+        (
+            "/contacts/{contact_id}/history",
+            "Every change to the customer of a contact row, "
+            "oldest first, including the customers merged into it",
+            _json("CustomerHistory", "the merge history"),
+        ),
     ):
         spec.path(path=path, operations={"get": _contact_operation(summary, answer)})
     spec.path(
         path="/healthz",
-        operations={"get": {"summary": "The process is up", "responses": {"200": _json("Status", "up")}}},
+        operations={
+            "get": {"summary": "The process is up", "responses": {"200": _json("Status", "up")}}
+        },
     )
     spec.path(
         path="/readyz",

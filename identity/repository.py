@@ -62,7 +62,8 @@ SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
 # C for a request's e-mail ($1) and phone number ($2): `matched` is M of SPEC §5, the
 # live rows with either value (`= NULL` is never true, so an absent value matches
 # nothing); two partial-index scans. Prepared once per connection (PREPARED_STATEMENTS).
-RESOLVE_CUSTOMER = """
+RESOLVE_CUSTOMER = (
+    """
 WITH RECURSIVE
 matched AS (
     SELECT id, linkedId
@@ -70,15 +71,20 @@ matched AS (
      WHERE deletedAt IS NULL
        AND (email = $1 OR phoneNumber = $2)
 ),
-""" + _CUSTOMER_OF_MATCHED
+"""
+    + _CUSTOMER_OF_MATCHED
+)
 
 # C of one row, by its id (GET /contacts/{id}); nothing when the row is deleted.
-RESOLVE_CUSTOMER_OF_CONTACT = """
+RESOLVE_CUSTOMER_OF_CONTACT = (
+    """
 WITH RECURSIVE
 matched AS (
     SELECT id, linkedId FROM contact WHERE id = %(contact_id)s AND deletedAt IS NULL
 ),
-""" + _CUSTOMER_OF_MATCHED
+"""
+    + _CUSTOMER_OF_MATCHED
+)
 
 # Statements run at almost every request, prepared when a connection opens.
 PREPARED_STATEMENTS = {

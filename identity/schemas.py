@@ -138,8 +138,10 @@ class IdentifyResponse(Schema):
     contact = fields.Nested(ConsolidatedContact, required=True)
     ignored = fields.List(
         fields.String(),
-        metadata={"description": "request fields whose values are on the junk-value "
-                  "blocklist and were treated as absent; only present when not empty"},
+        metadata={
+            "description": "request fields whose values are on the junk-value "
+            "blocklist and were treated as absent; only present when not empty"
+        },
     )
 
 
@@ -149,7 +151,9 @@ class HistoryEvent(Schema):
     requestId = fields.String(allow_none=True, attribute="request_id")
     kind = fields.String(
         required=True,
-        metadata={"enum": ["customer_created", "secondary_added", "primary_demoted", "rows_repointed"]},
+        metadata={
+            "enum": ["customer_created", "secondary_added", "primary_demoted", "rows_repointed"]
+        },
     )
     contactId = fields.Integer(required=True, attribute="contact_id")
     primaryId = fields.Integer(required=True, attribute="primary_id")
@@ -161,7 +165,6 @@ class HistoryEvent(Schema):
 class CustomerHistory(Schema):
     primaryContactId = fields.Integer(required=True, attribute="primary_contact_id")
     events = fields.List(fields.Nested(HistoryEvent), required=True)
-
 
 
 class ErrorDetail(Schema):

@@ -13,12 +13,10 @@ one customer of 5,000 rows instead.
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ CUSTOMERS = 4_000
 
 
 # --- The workload -----------------------------------------------------------------------
+
 
 @dataclass
 class Customer:
@@ -73,7 +72,10 @@ class Workload:
         for n in range(count):
             customer = self.customers[n % len(self.customers)]
             bodies.append(
-                {"email": self.random.choice(customer.emails), "phoneNumber": self.random.choice(customer.phones)}
+                {
+                    "email": self.random.choice(customer.emails),
+                    "phoneNumber": self.random.choice(customer.phones),
+                }
             )
         return bodies
 
@@ -123,6 +125,7 @@ def http_request(body: dict, port: int) -> bytes:
 
 
 # --- The load generator -----------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -208,15 +211,22 @@ def drive(service, requests: list[bytes], concurrency: int, seconds: float | Non
 
 # --- The service and PostgreSQL's ceiling -----------------------------------------------
 
+
 class Service:
     """`python wsgi.py` against the given database, as `make run` serves it."""
 
     def __init__(self, database_url: str, threads: int):
         self.port = free_port()
-        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(self.port),
-               "THREADS": str(threads)}
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "THREADS": str(threads),
+        }
         # The service logs one JSON line per request, as in production; to a file.
-        self.log = tempfile.NamedTemporaryFile("w", prefix="identity-bench-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(
+            "w", prefix="identity-bench-", suffix=".log", delete=False
+        )
         self.process = subprocess.Popen(
             [sys.executable, "wsgi.py"], cwd=PROJECT_ROOT, env=env, stderr=self.log
         )
@@ -235,7 +245,7 @@ class Service:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
+                    raise RuntimeError("the service did not start") from None
                 time.sleep(0.05)
 
     def stop(self):
@@ -269,9 +279,24 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(PGBENCH_SCRIPT.format(customers=customers, resolve=resolve))
     output = subprocess.run(
-        [str(find_bin_dir() / "pgbench"), "-n", "-M", "simple", "-c", str(concurrency),
-         "-j", "2", "-T", str(seconds), "-f", script.name, database_url],
-        capture_output=True, text=True, check=True,
+        [
+            str(find_bin_dir() / "pgbench"),
+            "-n",
+            "-M",
+            "simple",
+            "-c",
+            str(concurrency),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            script.name,
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script.name)
     tps = next(line for line in output.splitlines() if line.startswith("tps"))
@@ -293,7 +318,9 @@ waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.arg
 class FloorService(Service):
     def __init__(self, threads: int):
         self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(self.port), str(threads)])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_APP, str(self.port), str(threads)]
+        )
         self.pid = self.process.pid
         self._wait_until_serving()
 
@@ -334,6 +361,8 @@ SELECT 'c' || k || '.0@shop.test', (700000000 + k * 4 + j)::text, k + 1, 'second
   FROM generate_series(0, %(customers)s - 1) AS k, generate_series(1, 2) AS j
  WHERE j < 1 + (k / 3) %% 3
 """
+
+
 def _fill(database_url: str, rows: int) -> int:
     """Empty the table and fill it with about `rows` rows; returns the customer count."""
     customers = rows // 3
@@ -376,10 +405,17 @@ def _scale_run(args, database_url: str) -> None:
         workload = Workload(args.seed, customers, shape=_scale_shape)
         service = Service(database_url, args.threads)
         try:
-            requests = [http_request(body, service.port) for body in workload.checkouts(args.single_seconds * 3000)]
-            figures = drive(service, requests, 1, args.single_seconds).report(f"mixed c1, {rows:,} rows")
+            requests = [
+                http_request(body, service.port)
+                for body in workload.checkouts(args.single_seconds * 3000)
+            ]
+            figures = drive(service, requests, 1, args.single_seconds).report(
+                f"mixed c1, {rows:,} rows"
+            )
             p50s[rows] = figures["p50_ms"]
-            requests = [http_request(body, service.port) for body in workload.checkouts(args.seconds * 6000)]
+            requests = [
+                http_request(body, service.port) for body in workload.checkouts(args.seconds * 6000)
+            ]
             drive(service, requests, args.concurrency, args.seconds).report(
                 f"mixed c{args.concurrency}, {rows:,} rows"
             )
@@ -414,12 +450,16 @@ def _mixed_run(args, database_url: str) -> dict:
         figures = drive(service, mixed, args.concurrency, args.seconds).report(
             f"mixed, concurrency {args.concurrency}"
         )
-        single = [http_request(body, port) for body in workload.checkouts(args.single_seconds * 3000)]
+        single = [
+            http_request(body, port) for body in workload.checkouts(args.single_seconds * 3000)
+        ]
         drive(service, single, 1, args.single_seconds).report("mixed, concurrency 1")
     finally:
         service.stop()
     ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
-    print(f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})")
+    print(
+        f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})"
+    )
     print(f"{'service / ceiling':<28} {figures['throughput'] / ceiling:>7.0%}", flush=True)
     return figures
 

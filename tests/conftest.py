@@ -77,7 +77,9 @@ def replay_links(db) -> dict[int, int | None]:
     """Every row's link, rebuilt from the events alone."""
     links: dict[int, int | None] = {}
     with db.cursor() as cur:
-        cur.execute("SELECT kind, contactId, primaryId, repointedIds FROM contact_event ORDER BY id")
+        cur.execute(
+            "SELECT kind, contactId, primaryId, repointedIds FROM contact_event ORDER BY id"
+        )
         for kind, contact_id, primary_id, repointed_ids in cur.fetchall():
             if kind == "customer_created":
                 links[contact_id] = None

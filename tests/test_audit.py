@@ -31,22 +31,26 @@ def test_sound_data_passes(runner, client, db):
             "(1, 'a@x.io', '1', NULL, 'primary', '2024-01-01', NULL),"
             "(2, 'a@x.io', '2', 1, 'secondary', '2024-01-02', NULL),"
             "(3, 'b@x.io', '2', 2, 'secondary', '2024-01-03', NULL)",
-            "§6.1", "rows 3",
+            "§6.1",
+            "rows 3",
         ),
         (  # dangling: the primary is deleted
             "(1, 'a@x.io', '1', NULL, 'primary', '2024-01-01', now()),"
             "(2, 'a@x.io', '2', 1, 'secondary', '2024-01-02', NULL)",
-            "§6.1", "rows 2",
+            "§6.1",
+            "rows 2",
         ),
         (  # a secondary older than its primary
             "(1, 'a@x.io', '1', NULL, 'primary', '2024-01-02', NULL),"
             "(2, 'a@x.io', '2', 1, 'secondary', '2024-01-01', NULL)",
-            "§6.3", "rows 2, 1",
+            "§6.3",
+            "rows 2, 1",
         ),
         (  # two customers share an e-mail
             "(1, 'a@x.io', '1', NULL, 'primary', '2024-01-01', NULL),"
             "(2, 'a@x.io', '2', NULL, 'primary', '2024-01-02', NULL)",
-            "§6.2", "rows 1, 2",
+            "§6.2",
+            "rows 1, 2",
         ),
     ],
 )

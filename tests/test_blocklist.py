@@ -88,12 +88,18 @@ def test_the_recommended_list_is_stricter(strict_client, body, ignored):
 
 def test_a_list_from_a_file(tmp_path, database_url, db):
     path = tmp_path / "list.json"
-    path.write_text(json.dumps({"emails": {"exact": ["Front.Desk@Shop.io"]}, "phoneNumbers": {"patterns": ["555.*"]}}))
+    path.write_text(
+        json.dumps(
+            {"emails": {"exact": ["Front.Desk@Shop.io"]}, "phoneNumbers": {"patterns": ["555.*"]}}
+        )
+    )
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "BLOCKLIST": str(path)})
     client = app.test_client()
     body = client.post("/identify", json={"email": "front.desk@shop.io", "phoneNumber": "5551234"})
     assert body.status_code == 400
-    assert client.post("/identify", json={"email": "x@shop.io", "phoneNumber": "5551234"}).get_json()["ignored"] == ["phoneNumber"]
+    assert client.post(
+        "/identify", json={"email": "x@shop.io", "phoneNumber": "5551234"}
+    ).get_json()["ignored"] == ["phoneNumber"]
     close_pool(app)
 
 
@@ -103,7 +109,9 @@ def test_changing_the_list_leaves_existing_customers_intact(client, db, database
     before = rows(db)
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "BLOCKLIST": "recommended"})
     strict = app.test_client()
-    answer = strict.post("/identify", json={"email": "b@x.io", "phoneNumber": "1234567890"}).get_json()
+    answer = strict.post(
+        "/identify", json={"email": "b@x.io", "phoneNumber": "1234567890"}
+    ).get_json()
     assert answer["contact"]["primaryContactId"] == 1 and answer["ignored"] == ["phoneNumber"]
     assert rows(db) == before
     close_pool(app)

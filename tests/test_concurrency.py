@@ -24,9 +24,7 @@ ROUNDS = 5
 
 
 def post(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict]:
-    connection.request(
-        "POST", "/identify", json.dumps(body), {"Content-Type": "application/json"}
-    )
+    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
     return response.status, json.loads(response.read())
 
@@ -75,7 +73,10 @@ def same_new_email_with_different_phones(tag):
 
 
 def bridges_in_both_directions(tag):
-    a, b = {"email": f"a.{tag}@x.io", "phoneNumber": "1"}, {"email": f"b.{tag}@x.io", "phoneNumber": "2"}
+    a, b = (
+        {"email": f"a.{tag}@x.io", "phoneNumber": "1"},
+        {"email": f"b.{tag}@x.io", "phoneNumber": "2"},
+    )
     bridges = [{"email": a["email"], "phoneNumber": "2"}, {"email": b["email"], "phoneNumber": "1"}]
     return [a, b], bridges * (THREADS // 2)
 
@@ -90,7 +91,10 @@ def ring_of_bridges(tag, size=8):
 
 
 def merge_racing_new_secondaries(tag):
-    a, b = {"email": f"a.{tag}@x.io", "phoneNumber": "1"}, {"email": f"b.{tag}@x.io", "phoneNumber": "2"}
+    a, b = (
+        {"email": f"a.{tag}@x.io", "phoneNumber": "1"},
+        {"email": f"b.{tag}@x.io", "phoneNumber": "2"},
+    )
     bridges = [{"email": a["email"], "phoneNumber": "2"}] * 4
     additions = [
         {"email": (a, b)[n % 2]["email"], "phoneNumber": str(100 + n)} for n in range(THREADS - 4)
@@ -168,5 +172,7 @@ def test_concurrent_checkouts_keep_every_invariant(two_servers, db, scenario):
         before = row_count(db)
         send_one_by_one(two_servers[1], setup + bodies)
         assert row_count(db) == before
-    print(f"\n{scenario.__name__}: {ROUNDS} rounds x {len(bodies)} concurrent requests; "
-          f"retries so far on both servers: {retries_observed(two_servers)}")
+    print(
+        f"\n{scenario.__name__}: {ROUNDS} rounds x {len(bodies)} concurrent requests; "
+        f"retries so far on both servers: {retries_observed(two_servers)}"
+    )

@@ -9,7 +9,9 @@ from conftest import rows
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=12,
 )
 # Strings that look almost right: digits, separators, @, dots, letters, white space.
@@ -21,7 +23,9 @@ bodies = (
     | st.dictionaries(st.sampled_from(["email", "phoneNumber", "other"]), field_values)
 )
 header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
-content_types = st.sampled_from(["application/json", "application/json; charset=utf-8"]) | header_text
+content_types = (
+    st.sampled_from(["application/json", "application/json; charset=utf-8"]) | header_text
+)
 
 FUZZ = settings(
     max_examples=300,

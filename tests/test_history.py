@@ -31,7 +31,15 @@ def test_history_tells_the_story_of_a_merge(client):
     story = history(client, 3)
     assert story["primaryContactId"] == 1
     assert [
-        (e["requestId"], e["kind"], e["contactId"], e["primaryId"], e["email"], e["phoneNumber"], e["repointedIds"])
+        (
+            e["requestId"],
+            e["kind"],
+            e["contactId"],
+            e["primaryId"],
+            e["email"],
+            e["phoneNumber"],
+            e["repointedIds"],
+        )
         for e in story["events"]
     ] == [
         ("r1", "customer_created", 1, 1, "a@x.io", "100", None),
@@ -72,5 +80,7 @@ def test_replaying_the_history_rebuilds_the_current_links(client, db, seed):
         identify(client, body)
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM contact_event WHERE kind = 'rows_repointed'")
-        assert cur.fetchone()[0] > 0, "the sequence should include merges of customers with secondaries"
+        assert cur.fetchone()[0] > 0, (
+            "the sequence should include merges of customers with secondaries"
+        )
     assert replay_links(db) == {row[0]: row[3] for row in rows(db)}

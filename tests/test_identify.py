@@ -68,8 +68,16 @@ def insert(db, id_, email, phone, created_at, linked_id=None, deleted=False):
                                     createdAt, updatedAt, deletedAt)
                OVERRIDING SYSTEM VALUE
                VALUES (%s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)""",
-            (id_, email, phone, linked_id, "secondary" if linked_id else "primary",
-             created_at, created_at, deleted),
+            (
+                id_,
+                email,
+                phone,
+                linked_id,
+                "secondary" if linked_id else "primary",
+                created_at,
+                created_at,
+                deleted,
+            ),
         )
         # Explicit ids do not advance the identity sequence: move it past them.
         cur.execute("SELECT setval(pg_get_serial_sequence('contact', 'id'), max(id)) FROM contact")

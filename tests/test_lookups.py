@@ -34,7 +34,9 @@ def test_contact_lookup_answers_the_whole_customer(client, db, merged_customer, 
     assert snapshot(db) == before
 
 
-@pytest.mark.parametrize("path", ["/contacts/99", "/contacts/0", "/contacts/99999999999", "/contacts/x"])
+@pytest.mark.parametrize(
+    "path", ["/contacts/99", "/contacts/0", "/contacts/99999999999", "/contacts/x"]
+)
 def test_unknown_contact_is_a_404(client, merged_customer, path):
     response = client.get(path)
     assert response.status_code == 404

@@ -89,9 +89,13 @@ def test_one_json_access_log_line_per_request_without_personal_data(client, capl
     identify_record, health_record = caplog.records
     assert identify_record.levelno == logging.INFO and health_record.levelno == logging.DEBUG
     line = json.loads(json_formatter().format(identify_record))
-    assert {
-        key: line[key] for key in ("method", "path", "status", "outcome", "request_id")
-    } == {"method": "POST", "path": "/identify", "status": 200, "outcome": "new_customer", "request_id": "r-1"}
+    assert {key: line[key] for key in ("method", "path", "status", "outcome", "request_id")} == {
+        "method": "POST",
+        "path": "/identify",
+        "status": 200,
+        "outcome": "new_customer",
+        "request_id": "r-1",
+    }
     assert line["latency_ms"] > 0
     logged = " ".join(json.dumps(vars(record), default=str) for record in caplog.records).lower()
     assert "secret" not in logged and "7700" not in logged
@@ -122,8 +126,12 @@ def openapi(client):
         ("get", "/openapi.json", {}),
     ],
 )
-def test_real_responses_validate_against_the_openapi_document(client, openapi, method, path, kwargs):
-    client.post("/identify", json={"email": "a@x.io", "phoneNumber": "1"}, headers={"X-Request-Id": "r"})
+def test_real_responses_validate_against_the_openapi_document(
+    client, openapi, method, path, kwargs
+):
+    client.post(
+        "/identify", json={"email": "a@x.io", "phoneNumber": "1"}, headers={"X-Request-Id": "r"}
+    )
     response = getattr(client, method)(path, **kwargs)
     # The response is checked against the operation of this method and path; the
     # request's body has been read by the app already, so a bodiless copy stands in.

@@ -114,7 +114,9 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_dat
             cur.execute("SELECT id FROM contact WHERE email = 'a@x.io' FOR UPDATE")
         in_flight: list = []
         request = threading.Thread(
-            target=lambda: in_flight.append(post(service.port, {"email": "a@x.io", "phoneNumber": "2"}))
+            target=lambda: in_flight.append(
+                post(service.port, {"email": "a@x.io", "phoneNumber": "2"})
+            )
         )
         request.start()
         wait_for(lambda: _waiting_on_lock(private_database.url), "the request to wait for the lock")

@@ -71,7 +71,9 @@ def test_every_lookup_of_the_resolve_query_is_an_index_scan(db, plan_cache_mode)
         cur.execute("ANALYZE contact")
         cur.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         prepare_statements(db)
-        cur.execute("EXPLAIN " + EXECUTE_RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"})
+        cur.execute(
+            "EXPLAIN " + EXECUTE_RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"}
+        )
         plan = "\n".join(line for (line,) in cur.fetchall())
         cur.execute("DEALLOCATE ALL")
     assert "Seq Scan" not in plan, plan
