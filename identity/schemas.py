@@ -1,4 +1,5 @@
-"""The JSON of POST /identify: SPEC §3 shapes and SPEC §4 normalisation."""
+"""The JSON the service reads and writes: SPEC §3 shapes, SPEC §4 normalisation, the
+junk-value guard on requests, and the shapes of the look-ups and the history."""
 
 import re
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ MAX_EMAIL_LENGTH = 254
 _PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
 _PHONE_SEPARATORS = re.compile(r"[ .()\-]")
 _email_syntax = validate.Email(error="is not a valid e-mail address")
+# Loaded attribute name -> the request field's name, for messages and `ignored`.
+_FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,6 @@ class IdentifyRequest(Schema):
             if isinstance(data[name], Blocked):
                 data[name] = None
         return data
-
-
-_FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
 
 
 class ConsolidatedContact(Schema):
