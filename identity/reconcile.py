@@ -91,19 +91,24 @@ def _write(
         raise CustomerChanged()
 
     plan = _plan(rows, email, phone_number)
-    outcome = Outcome.UNCHANGED
+    demotion = {"survivor_id": plan.survivor.id, "loser_ids": plan.losers} if plan.losers else None
+    linked_id = plan.survivor.id if plan.survivor else None
+    request = {"email": email, "phone_number": phone_number, "request_id": request_id}
+    new_row = repository.write_and_commit(conn, request, demotion, linked_id, plan.insert)
+
     if plan.losers:
-        bridge = {"email": email, "phone_number": phone_number}
-        repository.demote_primaries(conn, plan.survivor.id, plan.losers, bridge, request_id)
         rows = [_demoted(row, plan.survivor.id, plan.losers) for row in rows]
-        outcome = Outcome.MERGE
+    if new_row:
+        rows.append(new_row)
+    return consolidate(rows), _outcome(plan)
+
+
+def _outcome(plan: _Plan) -> Outcome:
+    if plan.losers:
+        return Outcome.MERGE
     if plan.insert:
-        linked_id = plan.survivor.id if plan.survivor else None
-        rows.append(repository.insert_contact(conn, email, phone_number, linked_id, request_id))
-        if outcome is Outcome.UNCHANGED:
-            outcome = Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
-    repository.commit(conn)
-    return consolidate(rows), outcome
+        return Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
+    return Outcome.UNCHANGED
 
 
 def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> ContactRow:

@@ -164,6 +164,13 @@ event AS (
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt FROM new_row
 """
 
+# The row this session inserted last (see write_and_commit).
+SELECT_INSERTED_CONTACT = """
+SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+  FROM contact
+ WHERE id = currval(pg_get_serial_sequence('contact', 'id'))
+"""
+
 # The history of a customer: every event about one of its rows, oldest first. Events are
 # written after the writer's locks, so id order is the order of the changes.
 CUSTOMER_HISTORY = """
@@ -220,31 +227,29 @@ def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
         return [ContactRow(*row) for row in cur]
 
 
-def demote_primaries(
-    conn, survivor_id: int, loser_ids: list[int], bridge: dict, request_id: str | None
-) -> None:
-    """Demote the losers into the survivor's customer; bridge: the request's values."""
-    params = {"survivor_id": survivor_id, "loser_ids": loser_ids, "request_id": request_id}
-    with conn.cursor() as cur:
-        cur.execute(DEMOTE_PRIMARIES, {**params, **bridge})
-
-
-def insert_contact(
+def write_and_commit(
     conn,
-    email: str | None,
-    phone_number: str | None,
+    request: dict,
+    demotion: dict | None,
     linked_id: int | None,
-    request_id: str | None,
-) -> ContactRow:
-    params = {
-        "email": email,
-        "phone_number": phone_number,
-        "linked_id": linked_id,
-        "request_id": request_id,
-    }
+    insert: bool,
+) -> ContactRow | None:
+    """The write's statements and COMMIT, in one round trip; the new row, if any.
+
+    request: the checkout's email, phone_number and request_id. demotion: survivor_id
+    and loser_ids for DEMOTE_PRIMARIES, or None. insert: whether to INSERT_CONTACT a row
+    linked to linked_id. The new row is read back after the COMMIT through currval,
+    which stays set in this session. (The connection is in autocommit mode and the
+    transaction began with an explicit BEGIN, so psycopg2's conn.commit() would do
+    nothing: the COMMIT is ours to send.)"""
+    statements = ([DEMOTE_PRIMARIES] if demotion else []) + ([INSERT_CONTACT] if insert else [])
+    statements.append("COMMIT")
+    if insert:
+        statements.append(SELECT_INSERTED_CONTACT)
+    params = {**request, **(demotion or {}), "linked_id": linked_id}
     with conn.cursor() as cur:
-        cur.execute(INSERT_CONTACT, params)
-        return ContactRow(*cur.fetchone())
+        cur.execute(";".join(statements), params)
+        return ContactRow(*cur.fetchone()) if insert else None
 
 
 def customer_history(conn, row_ids: list[int]) -> list[tuple]:
@@ -258,13 +263,6 @@ def schema_present(conn) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('contact') IS NOT NULL")
         return cur.fetchone()[0]
-
-
-def commit(conn) -> None:
-    # The connection runs in autocommit mode and transactions are opened with an explicit
-    # BEGIN, so psycopg2's conn.commit() would be a no-op: send COMMIT ourselves.
-    with conn.cursor() as cur:
-        cur.execute("COMMIT")
 
 
 def rollback(conn) -> None:
