@@ -164,11 +164,13 @@ event AS (
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt FROM new_row
 """
 
-# The row this session inserted last (see write_and_commit).
+# The row this session inserted last (see write_and_commit). currval() is volatile: as a
+# scalar subquery it is evaluated once, so the look-up stays a primary-key index scan
+# instead of calling it for every row of the table.
 SELECT_INSERTED_CONTACT = """
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
   FROM contact
- WHERE id = currval(pg_get_serial_sequence('contact', 'id'))
+ WHERE id = (SELECT currval(pg_get_serial_sequence('contact', 'id')))
 """
 
 # The history of a customer: every event about one of its rows, oldest first. Events are

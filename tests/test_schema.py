@@ -4,7 +4,11 @@ import psycopg2
 import pytest
 
 from conftest import rows
-from identity.repository import EXECUTE_RESOLVE_CUSTOMER, prepare_statements
+from identity.repository import (
+    EXECUTE_RESOLVE_CUSTOMER,
+    SELECT_INSERTED_CONTACT,
+    prepare_statements,
+)
 
 
 def test_init_db_is_safe_to_run_twice(runner, db):
@@ -79,3 +83,15 @@ def test_every_lookup_of_the_resolve_query_is_an_index_scan(db, plan_cache_mode)
     assert "Seq Scan" not in plan, plan
     for index in ("contact_email_live", "contact_phone_number_live", "contact_linked_id_live"):
         assert index in plan, plan
+
+
+def test_reading_back_the_inserted_row_is_an_index_scan(db):
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO contact (email, linkPrecedence)
+               SELECT 'user' || n || '@x.io', 'primary' FROM generate_series(1, 20000) n"""
+        )
+        cur.execute("ANALYZE contact")
+        cur.execute("EXPLAIN " + SELECT_INSERTED_CONTACT)
+        plan = "\n".join(line for (line,) in cur.fetchall())
+    assert "Seq Scan" not in plan and "contact_pkey" in plan, plan
