@@ -15,6 +15,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(config.from_environment())
     if test_config:
         app.config.from_mapping(test_config)
+    app.json.sort_keys = False  # answers keep SPEC §3's member order
     app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
     app.extensions["identity_request_schema"] = IdentifyRequest(
         Blocklist.load(app.config["BLOCKLIST"])
