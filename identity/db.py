@@ -89,15 +89,34 @@ def _create_pool(config) -> ThreadedConnectionPool:
 def get_db():
     """The request's connection, taken from the pool on first use."""
     if "db" not in g:
+        _wait_for_free_connection()
         try:
             conn = _pool(current_app).getconn()
         except (psycopg2.OperationalError, PoolError) as error:
+            current_app.extensions["identity_pool_slots"].release()
             raise DatabaseUnavailable() from error
         current_app.extensions["identity_metrics"].connections_in_use.inc()
         g.db = conn
         if not conn.statements_prepared:
             _prepare(conn)
     return g.db
+
+
+def _wait_for_free_connection() -> None:
+    """psycopg2's pool fails at once when every connection is taken; queue instead.
+
+    With POOL_SIZE = THREADS nobody ever waits; a smaller pool makes requests wait up to
+    CONNECT_TIMEOUT_S for a connection, then answer 503."""
+    metrics = current_app.extensions["identity_metrics"]
+    metrics.pool_waiting.inc()
+    try:
+        free = current_app.extensions["identity_pool_slots"].acquire(
+            timeout=current_app.config["CONNECT_TIMEOUT_S"]
+        )
+    finally:
+        metrics.pool_waiting.dec()
+    if not free:
+        raise DatabaseUnavailable("no free connection")
 
 
 def _prepare(conn) -> None:
@@ -133,6 +152,7 @@ def _discard_db() -> None:
 def _give_back(conn, close: bool) -> None:
     current_app.extensions["identity_pool"].putconn(conn, close=close)
     current_app.extensions["identity_metrics"].connections_in_use.dec()
+    current_app.extensions["identity_pool_slots"].release()
 
 
 def _rollback_quietly(conn) -> None:
@@ -197,5 +217,6 @@ def init_db_command() -> None:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["identity_pool_slots"] = threading.BoundedSemaphore(app.config["POOL_SIZE"])
     app.teardown_appcontext(release_db)
     app.cli.add_command(init_db_command)

@@ -34,10 +34,14 @@ class Metrics:
             "Pooled database connections held by requests now.",
             registry=self.registry,
         )
+        self.pool_waiting = Gauge(
+            "identity_db_pool_waiting",
+            "Requests waiting for a free pooled connection (none while POOL_SIZE >= THREADS).",
+            registry=self.registry,
+        )
         pool = Gauge(
             "identity_db_pool_size",
-            "Database connections the pool may open: one per server thread, so no request "
-            "ever waits for a connection.",
+            "Database connections the pool may open.",
             registry=self.registry,
         )
         pool.set(pool_size)

@@ -73,6 +73,14 @@ def rows(db) -> list[tuple]:
         return cur.fetchall()
 
 
+def wait_for(condition, what: str, seconds: float = 30) -> None:
+    """Poll a condition until it holds: synchronisation on state, never on time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def replay_links(db) -> dict[int, int | None]:
     """Every row's link, rebuilt from the events alone."""
     links: dict[int, int | None] = {}

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import threading
 
 import psycopg2
 import pytest
@@ -11,7 +12,9 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from psycopg2.extensions import make_dsn
 from werkzeug.test import EnvironBuilder
 
+from conftest import wait_for
 from identity import create_app
+from identity.db import close_pool
 from identity.server import json_formatter
 
 
@@ -149,3 +152,37 @@ def test_openapi_document_covers_every_route(app, client):
         if rule.endpoint != "static"
     }
     assert routes == documented
+
+
+def test_a_request_waits_for_a_free_connection_when_the_pool_is_smaller(database_url, db):
+    app = create_app(
+        {"TESTING": True, "DATABASE_URL": database_url, "POOL_SIZE": 1, "LOCK_TIMEOUT_MS": 20000}
+    )
+    client = app.test_client()
+    assert client.post("/identify", json={"email": "a@x.io", "phoneNumber": "1"}).status_code == 200
+    blocker = psycopg2.connect(database_url)
+    answers = {}
+    try:
+        with blocker.cursor() as cur:  # the write below waits for this lock, holding the pool
+            cur.execute("SELECT id FROM contact WHERE id = 1 FOR UPDATE")
+        writer = threading.Thread(
+            target=lambda: answers.update(
+                write=client.post("/identify", json={"email": "a@x.io", "phoneNumber": "2"})
+            )
+        )
+        writer.start()
+        wait_for(
+            lambda: metric(app, "identity_db_connections_in_use") == 1, "the write to hold the pool"
+        )
+        reader = threading.Thread(target=lambda: answers.update(read=client.get("/contacts/1")))
+        reader.start()
+        wait_for(lambda: metric(app, "identity_db_pool_waiting") == 1, "the read to wait")
+        blocker.commit()
+        writer.join(30)
+        reader.join(30)
+    finally:
+        blocker.close()
+        close_pool(app)
+    assert answers["write"].status_code == 200
+    assert answers["read"].status_code == 200
+    assert answers["read"].get_json()["contact"]["phoneNumbers"] == ["1", "2"]

@@ -15,7 +15,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_for
 from identity.audit import find_violations
 from identity.config import PROJECT_ROOT
 from identity.db import apply_schema
@@ -31,13 +31,6 @@ def post(port: int, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
     result = response.status, dict(response.getheaders()), json.loads(response.read())
     connection.close()
     return result
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 class Traffic:
