@@ -86,8 +86,8 @@ def _write(
     primary_ids = [row.id for row in rows if row.is_primary]
     if not set(primary_ids) <= set(seen_primary_ids):
         # A primary we do not hold appeared (a merge or a new customer committed while
-        # we waited). Locking it now could break the lock order: roll back, start again.
-        repository.rollback(conn)
+        # we waited). Locking it now could break the lock order: run_unit rolls back and
+        # starts again.
         raise CustomerChanged()
 
     plan = _plan(rows, email, phone_number)

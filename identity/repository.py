@@ -86,7 +86,7 @@ matched AS (
     + _CUSTOMER_OF_MATCHED
 )
 
-# Statements run at almost every request, prepared when a connection opens.
+# Statements run at almost every request, prepared on a connection's first use (db.get_db).
 PREPARED_STATEMENTS = {
     "resolve_customer": ("text", "text", RESOLVE_CUSTOMER),
 }
@@ -265,8 +265,3 @@ def schema_present(conn) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('contact') IS NOT NULL")
         return cur.fetchone()[0]
-
-
-def rollback(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute("ROLLBACK")
