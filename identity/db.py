@@ -38,9 +38,15 @@ class ServiceConnection(extensions.connection):
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time (HTTP 503)."""
 
+    code = "database_unavailable"
+    message = "the database is unavailable; retry shortly"
+
 
 class SchemaMissing(DatabaseUnavailable):
     """The database answers but has no contact table: `make db-init` has not run."""
+
+    code = "schema_missing"
+    message = "the database has no contact table: run make db-init"
 
 
 class RetryTransaction(Exception):
@@ -107,14 +113,15 @@ def _wait_for_free_connection() -> None:
 
     With POOL_SIZE = THREADS nobody ever waits; a smaller pool makes requests wait up to
     CONNECT_TIMEOUT_S for a connection, then answer 503."""
-    metrics = current_app.extensions["identity_metrics"]
-    metrics.pool_waiting.inc()
+    slots = current_app.extensions["identity_pool_slots"]
+    if slots.acquire(blocking=False):
+        return
+    waiting = current_app.extensions["identity_metrics"].pool_waiting
+    waiting.inc()
     try:
-        free = current_app.extensions["identity_pool_slots"].acquire(
-            timeout=current_app.config["CONNECT_TIMEOUT_S"]
-        )
+        free = slots.acquire(timeout=current_app.config["CONNECT_TIMEOUT_S"])
     finally:
-        metrics.pool_waiting.dec()
+        waiting.dec()
     if not free:
         raise DatabaseUnavailable("no free connection")
 

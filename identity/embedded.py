@@ -163,10 +163,6 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
 
-    @property
-    def bin_dir(self) -> Path:
-        return self._bin_dir
-
     def __enter__(self) -> "EmbeddedPostgres":
         self.start()
         return self

@@ -13,7 +13,7 @@ from flask import Flask, current_app, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from .db import DatabaseUnavailable, SchemaMissing
+from .db import DatabaseUnavailable
 from .lookups import NotFound, ValuesSpanCustomers
 from .schemas import AllValuesBlocked
 
@@ -45,19 +45,25 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+def _error_response(
+    status: int,
+    code: str,
+    message: str,
+    fields: dict | None = None,
+    retry_after: int | None = None,
+):
     error = {"code": code, "message": message}
     if fields:
         error["fields"] = fields
-    return {"error": error}
+    response = jsonify({"error": error})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _api_error(error: ApiError):
-    response = jsonify(error_body(error.code, error.message, error.fields))
-    response.status_code = error.status
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return _error_response(error.status, error.code, error.message, error.fields, error.retry_after)
 
 
 def _validation_error(error: ValidationError):
@@ -65,59 +71,57 @@ def _validation_error(error: ValidationError):
     schema_messages = messages.pop("_schema", [])
     if messages:
         summary = "; ".join(f"{name} {' '.join(text)}" for name, text in messages.items())
-        return jsonify(error_body("invalid_field", summary, messages)), 400
-    return jsonify(error_body("missing_identifier", " ".join(schema_messages))), 400
+        return _error_response(400, "invalid_field", summary, messages)
+    return _error_response(400, "missing_identifier", " ".join(schema_messages))
 
 
 def _all_values_blocked(error: AllValuesBlocked):
     message = "every value given is on the junk-value blocklist: " + ", ".join(error.fields)
-    return jsonify(error_body("blocked_values", message)), 400
+    return _error_response(400, "blocked_values", message)
 
 
-def _not_found(_error: NotFound):
-    return jsonify(error_body("not_found", "no customer matches")), 404
+# The look-ups' outcomes that are not a customer.
+_LOOKUP_ERRORS = {
+    NotFound: (404, "not_found", "no customer matches"),
+    ValuesSpanCustomers: (
+        409,
+        "values_span_customers",
+        "the e-mail and the phone number belong to different customers; look them up one at a time",
+    ),
+}
 
 
-def _values_span_customers(_error: ValuesSpanCustomers):
-    message = (
-        "the e-mail and the phone number belong to different customers; look them up one at a time"
-    )
-    return jsonify(error_body("values_span_customers", message)), 409
+def _lookup_error(error: Exception):
+    return _error_response(*_LOOKUP_ERRORS[type(error)])
 
 
 def _http_error(error: HTTPException):
     # Start from Werkzeug's own response so headers such as Allow survive.
     response = error.get_response()
     code, message = _HTTP_CODES.get(error.code, ("http_error", error.name.lower()))
-    response.set_data(jsonify(error_body(code, message)).get_data())
+    response.set_data(_error_response(error.code, code, message).get_data())
     response.content_type = "application/json"
     return response
 
 
 def _database_unavailable(error: DatabaseUnavailable):
-    if isinstance(error, SchemaMissing):
-        body = error_body("schema_missing", "the database has no contact table: run make db-init")
-    else:
-        body = error_body("database_unavailable", "the database is unavailable; retry shortly")
-    response = jsonify(body)
-    response.status_code = 503
-    response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_S"])
-    return response
+    retry_after = current_app.config["RETRY_AFTER_S"]
+    return _error_response(503, error.code, error.message, retry_after=retry_after)
 
 
 def _unexpected(error: Exception):
     # The traceback without the exception's message, which may carry personal data.
     frames = "".join(traceback.format_tb(error.__traceback__))
     logger.error("unhandled %s\n%s", type(error).__name__, frames)
-    return jsonify(error_body("internal_error", "internal server error")), 500
+    return _error_response(500, "internal_error", "internal server error")
 
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(AllValuesBlocked, _all_values_blocked)
-    app.register_error_handler(NotFound, _not_found)
-    app.register_error_handler(ValuesSpanCustomers, _values_span_customers)
+    for lookup_error in _LOOKUP_ERRORS:
+        app.register_error_handler(lookup_error, _lookup_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

@@ -44,17 +44,19 @@ def customer_by_values(conn, email: str | None, phone_number: str | None) -> Cus
     return consolidate(rows)
 
 
-def customer_by_contact(conn, contact_id: int) -> Customer:
+def _rows_of_contact(conn, contact_id: int) -> list[repository.ContactRow]:
     rows = repository.find_customer_of_contact(conn, contact_id)
     if not rows:
         raise NotFound()
-    return consolidate(rows)
+    return rows
+
+
+def customer_by_contact(conn, contact_id: int) -> Customer:
+    return consolidate(_rows_of_contact(conn, contact_id))
 
 
 def history(conn, contact_id: int) -> History:
     """Every change to the customer of contact_id, including customers merged into it."""
-    rows = repository.find_customer_of_contact(conn, contact_id)
-    if not rows:
-        raise NotFound()
+    rows = _rows_of_contact(conn, contact_id)
     events = repository.customer_history(conn, [row.id for row in rows])
     return History(consolidate(rows).primary_contact_id, [Event(*event) for event in events])

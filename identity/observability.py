@@ -40,6 +40,9 @@ def _finish_request(response):
     latency = time.perf_counter() - g.get("request_started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule else "unmatched"
     _metrics().requests.labels(request.method, route, str(response.status_code)).observe(latency)
+    outcome = g.get("outcome")
+    if outcome:
+        _metrics().outcomes.labels(outcome).inc()
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers[REQUEST_ID_HEADER] = request_id
     access_log.log(
@@ -50,7 +53,7 @@ def _finish_request(response):
             "path": request.path,
             "status": response.status_code,
             "latency_ms": round(latency * 1000, 3),
-            "outcome": g.get("outcome"),
+            "outcome": outcome,
             "request_id": request_id,
         },
     )

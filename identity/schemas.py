@@ -103,6 +103,7 @@ class IdentifyRequest(Schema):
 
     def __init__(self, blocklist: Blocklist | None = None, **kwargs):
         super().__init__(**kwargs)
+        # No list blocks nothing; apispec builds the class without one to document it.
         self.blocklist = blocklist or Blocklist({})
 
     @validates_schema

@@ -13,10 +13,10 @@ one customer of 5,000 rows instead.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
+from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
-
-from identity.db import apply_schema  # noqa: E402
-from identity.embedded import EmbeddedPostgres, find_bin_dir, free_port  # noqa: E402
+from identity.db import apply_schema
+from identity.embedded import EmbeddedPostgres, find_bin_dir
 
 PRELOAD_CHECKOUTS = 10_000
 CUSTOMERS = 4_000
@@ -212,48 +210,19 @@ def drive(service, requests: list[bytes], concurrency: int, seconds: float | Non
 # --- The service and PostgreSQL's ceiling -----------------------------------------------
 
 
-class Service:
-    """`python wsgi.py` against the given database, as `make run` serves it."""
+@contextlib.contextmanager
+def _service(database_url: str, threads: int):
+    """`python wsgi.py` as `make run` serves it, logging one JSON line per request (to a
+    scratch file, as production logs go somewhere)."""
+    with (
+        tempfile.TemporaryFile() as log,
+        ServerProcess(database_url, stderr=log, THREADS=threads, LOG_LEVEL="INFO") as server,
+    ):
+        yield server
 
-    def __init__(self, database_url: str, threads: int):
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "THREADS": str(threads),
-        }
-        # The service logs one JSON line per request, as in production; to a file.
-        self.log = tempfile.NamedTemporaryFile(
-            "w", prefix="identity-bench-", suffix=".log", delete=False
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "wsgi.py"], cwd=PROJECT_ROOT, env=env, stderr=self.log
-        )
-        self.pid = self.process.pid
-        try:
-            self._wait_until_serving()
-        except BaseException:
-            self.stop()
-            raise
 
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start") from None
-                time.sleep(0.05)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(30)
-        if getattr(self, "log", None):
-            self.log.close()
-            os.unlink(self.log.name)
+def _requests(bodies: list[dict], port: int) -> list[bytes]:
+    return [http_request(body, port) for body in bodies]
 
 
 # The minimal work of one request: the recursive-CTE look-up by e-mail or phone, and an
@@ -305,35 +274,22 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
 
 # A Flask app on waitress that answers a constant: what the framework costs by itself.
 FLOOR_APP = """
-import logging, sys, flask, waitress
+import logging, os, flask, waitress
 logging.basicConfig(level=logging.ERROR)
 app = flask.Flask("floor")
 ANSWER = {"contact": {"primaryContactId": 1, "emails": ["a@x.io"], "phoneNumbers": ["1"],
                       "secondaryContactIds": []}}
 app.post("/identify")(lambda: ANSWER)
-waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]))
+waitress.serve(app, host="127.0.0.1", port=int(os.environ["PORT"]), threads=int(os.environ["THREADS"]))
 """
 
 
-class FloorService(Service):
-    def __init__(self, threads: int):
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", FLOOR_APP, str(self.port), str(threads)]
-        )
-        self.pid = self.process.pid
-        self._wait_until_serving()
-
-
 def framework_floor(args) -> None:
-    floor = FloorService(args.threads)
-    try:
+    with ServerProcess(program=["-c", FLOOR_APP], THREADS=args.threads) as floor:
         request = http_request({"email": "a@x.io"}, floor.port)
         drive(floor, [request] * 200_000, args.concurrency, 5).report(
             f"Flask+waitress floor, c{args.concurrency}"
         )
-    finally:
-        floor.stop()
 
 
 # --scale: the table filled directly, customer k shaped by a formula the workload shares.
@@ -403,32 +359,21 @@ def _scale_run(args, database_url: str) -> None:
     for rows in (10_000, 1_000_000):
         customers = _fill(database_url, rows)
         workload = Workload(args.seed, customers, shape=_scale_shape)
-        service = Service(database_url, args.threads)
-        try:
-            requests = [
-                http_request(body, service.port)
-                for body in workload.checkouts(args.single_seconds * 3000)
-            ]
-            figures = drive(service, requests, 1, args.single_seconds).report(
+        with _service(database_url, args.threads) as service:
+            single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
+            figures = drive(service, single, 1, args.single_seconds).report(
                 f"mixed c1, {rows:,} rows"
             )
             p50s[rows] = figures["p50_ms"]
-            requests = [
-                http_request(body, service.port) for body in workload.checkouts(args.seconds * 6000)
-            ]
-            drive(service, requests, args.concurrency, args.seconds).report(
+            mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
+            drive(service, mixed, args.concurrency, args.seconds).report(
                 f"mixed c{args.concurrency}, {rows:,} rows"
             )
-        finally:
-            service.stop()
     print(f"{'p50 at 1 M / p50 at 10 k':<28} {p50s[1_000_000] / p50s[10_000]:>7.2f}x")
     _fill_big_customer(database_url, 5_000)
-    service = Service(database_url, args.threads)
-    try:
+    with _service(database_url, args.threads) as service:
         request = http_request({"email": "big0@shop.test"}, service.port)
         drive(service, [request] * 200, 1).report("one customer of 5,000 rows")
-    finally:
-        service.stop()
 
 
 def _database():
@@ -441,21 +386,15 @@ def _database():
 
 def _mixed_run(args, database_url: str) -> dict:
     workload = Workload(args.seed)
-    service = Service(database_url, args.threads)
-    try:
-        port = service.port
-        preload = [http_request(body, port) for body in workload.preload(PRELOAD_CHECKOUTS)]
+    with _service(database_url, args.threads) as service:
+        preload = _requests(workload.preload(PRELOAD_CHECKOUTS), service.port)
         drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
-        mixed = [http_request(body, port) for body in workload.checkouts(args.seconds * 6000)]
+        mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
         figures = drive(service, mixed, args.concurrency, args.seconds).report(
             f"mixed, concurrency {args.concurrency}"
         )
-        single = [
-            http_request(body, port) for body in workload.checkouts(args.single_seconds * 3000)
-        ]
+        single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
         drive(service, single, 1, args.single_seconds).report("mixed, concurrency 1")
-    finally:
-        service.stop()
     ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
     print(
         f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})"

@@ -5,9 +5,6 @@ applies the schema; each test starts from an empty contact table.
 """
 
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import psycopg2
@@ -16,7 +13,8 @@ import pytest
 from identity import create_app
 from identity.config import PROJECT_ROOT
 from identity.db import apply_schema, close_pool
-from identity.embedded import EmbeddedPostgres, free_port
+from identity.embedded import EmbeddedPostgres
+from servers import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +71,14 @@ def rows(db) -> list[tuple]:
         return cur.fetchall()
 
 
+def identify(client, body: dict, request_id: str | None = None) -> dict:
+    """POST /identify through the test client; asserts a 200 and returns `contact`."""
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    response = client.post("/identify", json=body, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["contact"]
+
+
 def wait_for(condition, what: str, seconds: float = 30) -> None:
     """Poll a condition until it holds: synchronisation on state, never on time."""
     deadline = time.monotonic() + seconds
@@ -96,40 +102,6 @@ def replay_links(db) -> dict[int, int | None]:
             else:  # rows_repointed
                 links.update(dict.fromkeys(repointed_ids, primary_id))
     return links
-
-
-class ServerProcess:
-    """`python wsgi.py` as a real server process on a free port."""
-
-    def __init__(self, database_url: str, **settings):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
-            **{name: str(value) for name, value in settings.items()},
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "wsgi.py")], env=env, cwd=PROJECT_ROOT
-        )
-        self._wait_until_serving()
-
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the server exited"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("the server did not start listening")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        return self.process.wait(20)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ repeating every request inserts nothing.
 """
 
 import http.client
-import json
 import re
 import threading
 import urllib.request
@@ -17,16 +16,11 @@ from itertools import cycle
 import pytest
 
 from conftest import replay_links, rows
+from servers import post_identify
 from identity.audit import find_violations
 
 THREADS = 16
 ROUNDS = 5
-
-
-def post(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict]:
-    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
-    response = connection.getresponse()
-    return response.status, json.loads(response.read())
 
 
 def connect(server) -> http.client.HTTPConnection:
@@ -41,7 +35,8 @@ def send_at_once(servers, bodies: list[dict]) -> list[tuple[dict, int, dict]]:
     def send(index: int, server) -> None:
         connection = connect(server)
         barrier.wait(timeout=30)
-        results[index] = (bodies[index], *post(connection, bodies[index]))
+        status, _, answer = post_identify(connection, bodies[index])
+        results[index] = (bodies[index], status, answer)
         connection.close()
 
     threads = [
@@ -59,7 +54,7 @@ def send_at_once(servers, bodies: list[dict]) -> list[tuple[dict, int, dict]]:
 def send_one_by_one(server, bodies: list[dict]) -> None:
     connection = connect(server)
     for body in bodies:
-        assert post(connection, body)[0] == 200
+        assert post_identify(connection, body)[0] == 200
     connection.close()
 
 

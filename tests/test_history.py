@@ -6,14 +6,7 @@ import random
 import psycopg2
 import pytest
 
-from conftest import replay_links, rows
-
-
-def identify(client, body, request_id=None):
-    headers = {"X-Request-Id": request_id} if request_id else {}
-    response = client.post("/identify", json=body, headers=headers)
-    assert response.status_code == 200
-    return response.get_json()["contact"]
+from conftest import identify, replay_links, rows
 
 
 def history(client, contact_id):

@@ -2,13 +2,7 @@
 
 import pytest
 
-from conftest import rows
-
-
-def identify(client, body):
-    response = client.post("/identify", json=body)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["contact"]
+from conftest import identify, rows
 
 
 def answer(primary, emails, phones, secondaries):

@@ -3,11 +3,7 @@ row ever written or changed."""
 
 import pytest
 
-from conftest import rows
-
-
-def identify(client, body):
-    return client.post("/identify", json=body).get_json()["contact"]
+from conftest import identify, rows
 
 
 @pytest.fixture

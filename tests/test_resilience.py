@@ -8,14 +8,14 @@
 """
 
 import http.client
-import json
 import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import ServerProcess, wait_for
+from conftest import wait_for
+from servers import ServerProcess, post_identify
 from identity.audit import find_violations
 from identity.config import PROJECT_ROOT
 from identity.db import apply_schema
@@ -24,13 +24,12 @@ from identity.embedded import EmbeddedPostgres
 DEADLINE_S = 30
 
 
-def post(port: int, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
-    response = connection.getresponse()
-    result = response.status, dict(response.getheaders()), json.loads(response.read())
-    connection.close()
-    return result
+def post(port: int, body: dict) -> tuple[int, dict, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S)
+    try:
+        return post_identify(connection, body)
+    finally:
+        connection.close()
 
 
 class Traffic:

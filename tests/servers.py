@@ -1,0 +1,74 @@
+"""Real server processes and a small HTTP client, shared by the tests and the benchmark."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from identity.embedded import free_port  # noqa: E402
+
+START_TIMEOUT_S = 30
+
+
+class ServerProcess:
+    """A server on a free port of 127.0.0.1: `python wsgi.py` unless `program` says otherwise.
+
+    settings become environment variables (LOG_LEVEL defaults to WARNING); stderr is
+    where the server's log goes. A context manager that stops the server on exit."""
+
+    def __init__(self, database_url: str | None = None, *, program=None, stderr=None, **settings):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
+        env.update({name: str(value) for name, value in settings.items()})
+        if database_url:
+            env["DATABASE_URL"] = database_url
+        self.process = subprocess.Popen(
+            [sys.executable, *(program or [str(PROJECT_ROOT / "wsgi.py")])],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stderr=stderr,
+        )
+        self.pid = self.process.pid
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the server did not start listening") from None
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(START_TIMEOUT_S)
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def post_identify(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict, dict]:
+    """POST /identify on an open connection: (status, headers, decoded JSON body)."""
+    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, dict(response.getheaders()), json.loads(response.read())
