@@ -10,14 +10,11 @@ connection goes back to the pool only outside any transaction.
 import random
 import threading
 import time
-from pathlib import Path
 
-import click
 import psycopg2
 from psycopg2 import errors, extensions
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 from flask import Flask, current_app, g
-from flask.cli import with_appcontext
 
 from . import repository
 
@@ -200,30 +197,6 @@ def close_pool(app: Flask) -> None:
         pool.closeall()
 
 
-def apply_schema(database_url: str, schema_dir: Path) -> list[str]:
-    """Apply every sql/*.sql file in name order, in one transaction; safe to repeat."""
-    files = sorted(schema_dir.glob("*.sql"))
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn, conn.cursor() as cur:
-            # Two services starting at once must not run the DDL side by side.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('identity schema'))")
-            for path in files:
-                cur.execute(path.read_text())
-    finally:
-        conn.close()
-    return [path.name for path in files]
-
-
-@click.command("init-db")
-@with_appcontext
-def init_db_command() -> None:
-    """Create or update the schema (idempotent)."""
-    applied = apply_schema(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])
-    click.echo(f"schema applied: {', '.join(applied)}")
-
-
 def init_app(app: Flask) -> None:
     app.extensions["identity_pool_slots"] = threading.BoundedSemaphore(app.config["POOL_SIZE"])
     app.teardown_appcontext(release_db)
-    app.cli.add_command(init_db_command)

@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The terminal's Ctrl-C reaches the command, which exits; we then stop the server.
     # A SIGTERM for us is passed on to the command, which then exits the same way.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
         child = subprocess.Popen(
             args.command,
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         status = child.wait()
     finally:
         server.close()
+    if interrupted and status == -signal.SIGINT:
+        return 0  # Ctrl-C is how a person stops `make run`: a normal end, not a failure
     return status
 
 

@@ -81,6 +81,8 @@ def serve(app: Flask) -> None:
     logger.info("serving on http://%s:%s", app.config["HOST"], app.config["PORT"])
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or the end of a drain: the normal way to stop, not an error
     finally:
         close_pool(app)
         logger.info("stopped")

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg2
 from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
 
-from identity.db import apply_schema
+from identity.migrations import migrate
 from identity.embedded import EmbeddedPostgres, find_bin_dir
 
 PRELOAD_CHECKOUTS = 10_000
@@ -416,7 +416,7 @@ def main() -> int:
 
     database_url, server = _database()
     try:
-        apply_schema(database_url, PROJECT_ROOT / "sql")
+        migrate(database_url, PROJECT_ROOT / "sql")
         print(f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, service threads {args.threads}")
         if args.scale:
             _scale_run(args, database_url)

@@ -12,7 +12,8 @@ import pytest
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.db import apply_schema, close_pool
+from identity.db import close_pool
+from identity.migrations import migrate
 from identity.embedded import EmbeddedPostgres
 from servers import ServerProcess
 
@@ -30,7 +31,7 @@ def embedded_server():
 @pytest.fixture(scope="session")
 def database_url(embedded_server):
     url = embedded_server.url if embedded_server else os.environ["TEST_DATABASE_URL"]
-    apply_schema(url, PROJECT_ROOT / "sql")
+    migrate(url, PROJECT_ROOT / "sql")
     return url
 
 

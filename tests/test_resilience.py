@@ -18,7 +18,7 @@ from conftest import wait_for
 from servers import ServerProcess, post_identify
 from identity.audit import find_violations
 from identity.config import PROJECT_ROOT
-from identity.db import apply_schema
+from identity.migrations import migrate
 from identity.embedded import EmbeddedPostgres
 
 DEADLINE_S = 30
@@ -62,7 +62,7 @@ class Traffic:
 def private_database():
     """A database of this test's own, which the test may stop and start."""
     with EmbeddedPostgres() as server:
-        apply_schema(server.url, PROJECT_ROOT / "sql")
+        migrate(server.url, PROJECT_ROOT / "sql")
         yield server
 
 

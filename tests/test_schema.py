@@ -1,4 +1,4 @@
-"""SPEC §2: the table, its constraints and indexes, and a schema that applies twice."""
+"""SPEC §2: the table, its constraints and indexes."""
 
 import psycopg2
 import pytest
@@ -9,13 +9,6 @@ from identity.repository import (
     SELECT_INSERTED_CONTACT,
     prepare_statements,
 )
-
-
-def test_init_db_is_safe_to_run_twice(runner, db):
-    for _ in range(2):
-        result = runner.invoke(args=["init-db"])
-        assert result.exit_code == 0, result.output
-        assert "001_contact.sql" in result.output
 
 
 def test_columns_are_the_specified_ones(db):

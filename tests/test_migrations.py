@@ -1,0 +1,181 @@
+"""The migration ledger: each sql/ file applied once, in order, recorded with its checksum."""
+
+import shutil
+import threading
+import uuid
+
+import psycopg2
+import pytest
+from psycopg2.extensions import make_dsn
+
+from identity import create_app
+from identity.config import PROJECT_ROOT
+from identity.db import close_pool
+from identity.migrations import MigrationError, discover, migrate
+
+SCHEMA_DIR = PROJECT_ROOT / "sql"
+# What `make db-init` applied before the ledger existed: these two files, every time.
+PRE_LEDGER_FILES = ("001_contact.sql", "002_contact_event.sql")
+
+
+@pytest.fixture
+def fresh_database(database_url):
+    """The URL of a new, empty database on the test server, dropped afterwards."""
+    name = "migrations_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield make_dsn(database_url, dbname=name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def ledger(url: str) -> dict[str, str]:
+    return dict(query(url, "SELECT name, checksum FROM schema_migration ORDER BY name"))
+
+
+def test_a_fresh_database_gets_every_migration_in_order(fresh_database):
+    report = migrate(fresh_database, SCHEMA_DIR)
+    expected = [migration.name for migration in discover(SCHEMA_DIR)]
+    assert report.applied == expected == sorted(expected)
+    assert ledger(fresh_database) == {m.name: m.checksum for m in discover(SCHEMA_DIR)}
+    assert query(fresh_database, "SELECT to_regclass('contact') IS NOT NULL") == [(True,)]
+
+
+def test_a_second_run_applies_nothing(fresh_database):
+    migrate(fresh_database, SCHEMA_DIR)
+    before = query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name")
+    report = migrate(fresh_database, SCHEMA_DIR)
+    assert report.applied == []
+    assert report.already_applied == [m.name for m in discover(SCHEMA_DIR)]
+    assert query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name") == before
+
+
+def test_init_db_reports_what_it_applied(fresh_database):
+    runner = create_app({"DATABASE_URL": fresh_database}).test_cli_runner()
+    first = runner.invoke(args=["init-db"])
+    assert first.exit_code == 0, first.output
+    assert "applied 001_contact.sql" in first.output
+    second = runner.invoke(args=["init-db"])
+    assert second.exit_code == 0, second.output
+    assert not any(line.startswith("applied ") for line in second.output.splitlines())
+    assert f"0 applied now, {len(discover(SCHEMA_DIR))} already applied" in second.output
+
+
+def _pre_ledger_database_with_customers(url: str) -> None:
+    """The schema as the previous release left it, holding customers made through the API."""
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        for name in PRE_LEDGER_FILES:
+            cur.execute((SCHEMA_DIR / name).read_text())
+    conn.close()
+    app = create_app({"TESTING": True, "DATABASE_URL": url, "POOL_SIZE": 2})
+    client = app.test_client()
+    for body in (
+        {"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"},
+        {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"},
+        {"email": "george@hillvalley.edu", "phoneNumber": "919191"},
+        {"email": "biff@hillvalley.edu", "phoneNumber": "717171"},
+        {"email": "george@hillvalley.edu", "phoneNumber": "717171"},  # a merge
+    ):
+        assert client.post("/identify", json=body).status_code == 200
+    close_pool(app)
+
+
+CONTACTS = (
+    "SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt, updatedAt, deletedAt"
+    " FROM contact ORDER BY id"
+)
+EVENTS = (
+    "SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber,"
+    " repointedIds FROM contact_event ORDER BY id"
+)
+
+
+def test_a_database_of_the_previous_release_is_adopted_and_upgraded(fresh_database):
+    _pre_ledger_database_with_customers(fresh_database)
+    contacts, events = query(fresh_database, CONTACTS), query(fresh_database, EVENTS)
+    assert len(contacts) == 4 and len(events) == 5
+
+    report = migrate(fresh_database, SCHEMA_DIR)
+
+    assert report.applied == [m.name for m in discover(SCHEMA_DIR)]
+    assert query(fresh_database, CONTACTS) == contacts
+    assert query(fresh_database, EVENTS) == events
+    assert migrate(fresh_database, SCHEMA_DIR).applied == []
+
+
+def test_a_changed_applied_migration_is_refused(fresh_database, tmp_path):
+    schema_dir = tmp_path / "sql"
+    shutil.copytree(SCHEMA_DIR, schema_dir)
+    migrate(fresh_database, schema_dir)
+    edited = schema_dir / "002_contact_event.sql"
+    edited.write_text(edited.read_text() + "\n-- an afterthought\n")
+    (schema_dir / "999_later.sql").write_text("CREATE TABLE later (id integer);")
+
+    with pytest.raises(MigrationError, match="002_contact_event.sql"):
+        migrate(fresh_database, schema_dir)
+    assert "999_later.sql" not in ledger(fresh_database)  # nothing ran
+
+    runner = create_app({"DATABASE_URL": fresh_database, "SCHEMA_DIR": schema_dir}).test_cli_runner()
+    result = runner.invoke(args=["init-db"])
+    assert result.exit_code != 0 and "has changed" in result.output
+
+
+def test_a_failing_migration_leaves_no_trace(fresh_database, tmp_path):
+    schema_dir = tmp_path / "sql"
+    shutil.copytree(SCHEMA_DIR, schema_dir)
+    (schema_dir / "998_half.sql").write_text(
+        "CREATE TABLE half_done (id integer); SELECT no_such_function();"
+    )
+    with pytest.raises(MigrationError, match="998_half.sql"):
+        migrate(fresh_database, schema_dir)
+    assert "998_half.sql" not in ledger(fresh_database)
+    assert query(fresh_database, "SELECT to_regclass('half_done')") == [(None,)]
+
+
+def test_a_misnamed_file_is_refused(tmp_path):
+    (tmp_path / "add-column.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="add-column.sql"):
+        discover(tmp_path)
+
+
+def test_concurrent_runs_apply_each_migration_once(fresh_database, tmp_path):
+    schema_dir = tmp_path / "sql"
+    shutil.copytree(SCHEMA_DIR, schema_dir)
+    # A slow last migration keeps the first run busy while the second one starts.
+    (schema_dir / "999_slow.sql").write_text(
+        "SELECT pg_sleep(0.5); CREATE TABLE slow_done (id integer);"
+    )
+    start = threading.Barrier(2)
+    reports, failures = [], []
+
+    def deploy():
+        start.wait()
+        try:
+            reports.append(migrate(fresh_database, schema_dir))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            failures.append(error)
+
+    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert failures == []
+    applied = [name for report in reports for name in report.applied]
+    assert sorted(applied) == [m.name for m in discover(schema_dir)]  # each exactly once
+    assert sorted(report.applied == [] for report in reports) == [False, True]
