@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import config, db, errors, observability
+from . import access, config, db, errors, observability, openapi
 from .audit import audit_command
 from .blocklist import Blocklist
 from .metrics import Metrics
@@ -12,7 +12,9 @@ from .schemas import IdentifyRequest
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment's settings, then apply test_config on top."""
-    app = Flask(__name__)
+    # No static_folder: the service serves no files of its own, and every route must
+    # declare its role (identity/access.py).
+    app = Flask(__name__, static_folder=None)
     app.config.from_mapping(config.from_environment())
     if test_config:
         app.config.from_mapping(test_config)
@@ -25,10 +27,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
     observability.init_app(app)
+    access.init_app(app)
     app.cli.add_command(audit_command)
     app.cli.add_command(init_db_command)
 
     from .api import bp
 
     app.register_blueprint(bp)
+    app.extensions["identity_openapi"] = openapi.document(app)
     return app

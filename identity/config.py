@@ -10,6 +10,11 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _tokens(name: str) -> tuple[str, ...]:
+    """A comma-separated list of bearer tokens; blanks around and between commas are dropped."""
+    return tuple(token.strip() for token in os.environ.get(name, "").split(",") if token.strip())
+
+
 def from_environment() -> dict:
     threads = _int("THREADS", 8)
     return {
@@ -29,4 +34,8 @@ def from_environment() -> dict:
         # default, recommended, or the path of a JSON list (see identity/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
+        # Bearer tokens per role (see identity/access.py); none means loopback clients only.
+        "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),
+        "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
+        "FEED_TOKENS": _tokens("FEED_TOKENS"),
     }

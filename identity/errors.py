@@ -39,10 +39,11 @@ class ApiError(Exception):
         message: str,
         fields: dict | None = None,
         retry_after: int | None = None,
+        headers: dict | None = None,
     ):
         super().__init__(code)
         self.status, self.code, self.message, self.fields = status, code, message, fields
-        self.retry_after = retry_after
+        self.retry_after, self.headers = retry_after, headers
 
 
 def _error_response(
@@ -51,6 +52,7 @@ def _error_response(
     message: str,
     fields: dict | None = None,
     retry_after: int | None = None,
+    headers: dict | None = None,
 ):
     error = {"code": code, "message": message}
     if fields:
@@ -59,11 +61,14 @@ def _error_response(
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
+    response.headers.update(headers or {})
     return response
 
 
 def _api_error(error: ApiError):
-    return _error_response(error.status, error.code, error.message, error.fields, error.retry_after)
+    return _error_response(
+        error.status, error.code, error.message, error.fields, error.retry_after, error.headers
+    )
 
 
 def _validation_error(error: ValidationError):

@@ -23,6 +23,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.access_denied = Counter(
+            "identity_access_denied",
+            "Requests refused by access control, by route and reason: no_token, "
+            "unknown_token, other_role, loopback_only, undeclared_route.",
+            ["route", "reason"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "identity_transaction_retries",
             "Units of work rolled back and run again, by cause.",

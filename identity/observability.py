@@ -1,8 +1,9 @@
 """Per-request bookkeeping: a request id, one JSON log line, Prometheus metrics.
 
 Log lines carry the method, the path (never the query string), the status, the latency,
-the /identify outcome and the request id: no e-mail or phone number, which are
-personal data, ever reaches a log.
+the /identify outcome, the request id, and the role and token id access control found
+(identity/access.py): no e-mail or phone number, which are personal data, and no token
+ever reaches a log.
 """
 
 import logging
@@ -43,6 +44,9 @@ def _finish_request(response):
     outcome = g.get("outcome")
     if outcome:
         _metrics().outcomes.labels(outcome).inc()
+    denied = g.get("access_denied")
+    if denied:
+        _metrics().access_denied.labels(route, denied).inc()
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers[REQUEST_ID_HEADER] = request_id
     access_log.log(
@@ -55,6 +59,9 @@ def _finish_request(response):
             "latency_ms": round(latency * 1000, 3),
             "outcome": outcome,
             "request_id": request_id,
+            "role": g.get("access_role"),
+            "token_id": g.get("access_token_id"),
+            "access_denied": denied,
         },
     )
     return response

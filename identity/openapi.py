@@ -1,8 +1,13 @@
-"""The OpenAPI 3 document of every route, generated from the marshmallow schemas."""
+"""The OpenAPI 3 document of every route, generated from the marshmallow schemas, with
+each route's role taken from its access declaration."""
+
+import re
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
 
+from . import access
 from .schemas import CustomerHistory, Error, IdentifyRequest, IdentifyResponse, Status
 
 _ERRORS = {
@@ -143,3 +148,48 @@ def build_spec() -> dict:
         },
     )
     return spec.to_dict()
+
+
+def _openapi_path(rule: str) -> str:
+    """Flask's `/contacts/<int(max=9):contact_id>` as OpenAPI's `/contacts/{contact_id}`."""
+    return re.sub(r"<(?:[^<>]*:)?([^<>:]+)>", r"{\1}", rule)
+
+
+def _route_roles(app: Flask) -> dict[tuple[str, str], str | None]:
+    return {
+        (_openapi_path(rule.rule), method.lower()): access.declared_role(app, rule.endpoint)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+
+
+def document(app: Flask) -> dict:
+    """build_spec()'s document, with a bearer scheme per role and each operation's role."""
+    spec = build_spec()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    spec["components"]["responses"] = {
+        "Unauthorized": {
+            "description": "no token, or an unknown one (see the WWW-Authenticate header)",
+            "content": error,
+        },
+        "Forbidden": {"description": "a token of another role", "content": error},
+    }
+    spec["components"]["securitySchemes"] = {
+        role: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": f"a token from {setting}; without any, loopback clients only",
+        }
+        for role, setting in access.SETTINGS.items()
+    }
+    roles = _route_roles(app)
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            role = roles.get((path, method))
+            if role == access.OPEN:
+                operation["security"] = []
+            elif role in access.ROLES:
+                operation["security"] = [{role: []}]
+                operation["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
+                operation["responses"]["403"] = {"$ref": "#/components/responses/Forbidden"}
+    return spec

@@ -15,6 +15,7 @@ import waitress
 from flask import Flask
 from pythonjsonlogger.json import JsonFormatter
 
+from . import access
 from .db import close_pool
 
 DRAIN_TIMEOUT_S = 30
@@ -55,6 +56,7 @@ def _drain(app: Flask, server) -> None:
 
 def serve(app: Flask) -> None:
     configure_logging(app.config["LOG_LEVEL"])
+    access.log_configuration(app)
     server = waitress.create_server(
         app,
         host=app.config["HOST"],

@@ -11,11 +11,23 @@ import psycopg2
 import pytest
 
 from identity import create_app
+from identity.access import SETTINGS
 from identity.config import PROJECT_ROOT
 from identity.db import close_pool
 from identity.migrations import migrate
 from identity.embedded import EmbeddedPostgres
 from servers import ServerProcess
+
+TOKEN_SETTINGS = tuple(SETTINGS.values())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tokens_from_the_shell():
+    """Tests decide the tokens themselves: a developer's exported CHECKOUT_TOKENS and the
+    like would otherwise turn every loopback request of the other tests into a 401."""
+    saved = {name: os.environ.pop(name) for name in TOKEN_SETTINGS if name in os.environ}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,25 @@ START_TIMEOUT_S = 30
 
 
 class ServerProcess:
-    """A server on a free port of 127.0.0.1: `python wsgi.py` unless `program` says otherwise.
+    """A server on a free port of `host` (an IPv4 address, 127.0.0.1 unless given):
+    `python wsgi.py` unless `program` says otherwise.
 
     settings become environment variables (LOG_LEVEL defaults to WARNING); stderr is
     where the server's log goes. A context manager that stops the server on exit."""
 
-    def __init__(self, database_url: str | None = None, *, program=None, stderr=None, **settings):
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        program=None,
+        stderr=None,
+        host: str = "127.0.0.1",
+        **settings,
+    ):
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
+        self.url = f"http://{host}:{self.port}"
+        env = {**os.environ, "HOST": host, "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
         env.update({name: str(value) for name, value in settings.items()})
         if database_url:
             env["DATABASE_URL"] = database_url
@@ -49,7 +59,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError("the server exited")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                with socket.create_connection((self.host, self.port), timeout=1):
                     return
             except OSError:
                 if time.monotonic() > deadline:

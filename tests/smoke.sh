@@ -3,6 +3,10 @@
 #
 #   tests/smoke.sh [BASE_URL]        (default: $BASE_URL, else http://127.0.0.1:3000)
 #
+# Tokens, for a server that has them configured: CHECKOUT_TOKEN (one of its CHECKOUT_TOKENS)
+# and SUPPORT_TOKEN (one of its SUPPORT_TOKENS) are sent as `Authorization: Bearer …`.
+# Unset, no token is sent, which a server without tokens accepts from loopback clients.
+#
 # Values carry a random suffix, so the checks pass on a database that already has data.
 # Prints each check; exits non-zero on the first mismatch. Needs curl and python3.
 set -eu
@@ -13,9 +17,22 @@ RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
 NUM=$(python3 -c 'import random; print(random.randrange(10**8, 10**9))')
 failures=0
 
-post() {  # post BODY [CONTENT_TYPE] -> prints "STATUS BODY"
-    curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X POST "$BASE_URL/identify" \
-        -H "Content-Type: ${2:-application/json}" --data "$1"
+bearer() {  # bearer TOKEN -> the header line for `curl -H @-`, or nothing without a token
+    # Read from standard input, so that the token never shows in the process list.
+    [ -z "$1" ] || printf 'Authorization: Bearer %s\n' "$1"
+}
+
+post() {  # post BODY [CONTENT_TYPE [TOKEN]] -> prints "STATUS BODY"
+    bearer "${3-${CHECKOUT_TOKEN:-}}" | curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X POST \
+        "$BASE_URL/identify" -H @- -H "Content-Type: ${2:-application/json}" --data "$1"
+    printf ' '
+    cat /tmp/smoke.$$
+    rm -f /tmp/smoke.$$
+}
+
+get() {  # get PATH -> prints "STATUS BODY", with the support token
+    bearer "${SUPPORT_TOKEN:-}" | curl -sS -o /tmp/smoke.$$ -w '%{http_code}' \
+        "$BASE_URL$1" -H @-
     printf ' '
     cat /tmp/smoke.$$
     rm -f /tmp/smoke.$$
@@ -39,6 +56,10 @@ echo "smoke checks against $BASE_URL (run $RUN)"
 # Worked example A.
 L="lorraine.$RUN@hillvalley.edu"; M="mcfly.$RUN@hillvalley.edu"; P="1$NUM"
 r=$(post "{\"email\":\"$L\",\"phoneNumber\":\"$P\"}")
+if [ "${r%% *}" = 401 ]; then
+    echo "FAIL  the server wants a token: set CHECKOUT_TOKEN and SUPPORT_TOKEN"
+    exit 1
+fi
 check "A1 new e-mail and phone: 200" "${r%% *}" 200
 primary=$(field "$r" "c['primaryContactId']")
 check "A1 answer is the new primary alone" "$(field "$r" "c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" "['$L'] ['$P'] []"
@@ -65,6 +86,18 @@ check "B  bridging two customers: the newer primary becomes a secondary of the o
 # Normalisation.
 r=$(post "{\"email\":\"  ${L}  \",\"phoneNumber\":\"($(echo "$P" | cut -c1-3)) $(echo "$P" | cut -c4-)\"}")
 check "normalised e-mail and phone match the same customer" "$(field "$r" "c['primaryContactId']")" "$primary"
+
+# Look-ups (support role).
+r=$(get "/contacts/$secondary")
+check "look-up of a secondary row: its customer" "${r%% *} $(field "$r" "c['primaryContactId']")" "200 $primary"
+
+# Access.
+r=$(post "{\"email\":\"$L\"}" application/json "smoke-unknown-token-$RUN$RUN")
+check "unknown token: 401 unauthorized" "${r%% *} $(printf '%s' "$r" | grep -o '"code":"[a-z_]*"')" '401 "code":"unauthorized"'
+if [ -n "${CHECKOUT_TOKEN:-}" ]; then
+    r=$(post "{\"email\":\"$L\"}" application/json "")
+    check "no token where tokens are configured: 401" "${r%% *}" 401
+fi
 
 # Bad requests.
 r=$(post '{"email":"not-an-address"}')

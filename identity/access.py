@@ -1,0 +1,236 @@
+"""Who may call which route: roles, bearer tokens and loopback-only defaults.
+
+Every view declares its role with a decorator, under its route decorator:
+
+    @bp.get("/contacts/<int:contact_id>")
+    @access.role("support")
+    def contact(contact_id): ...
+
+    @bp.get("/healthz")
+    @access.open_route
+    def healthz(): ...
+
+An endpoint whose view is not ours to decorate (a blueprint's `static` files) is declared
+with `access.declare(app, "console.static", access.OPEN)`.
+
+A `before_request` hook decides every request before its view runs, and so before the
+body is read or validated. A route that declares nothing is refused (fail closed), and the
+tests fail on any route without a declaration. For a route of role R:
+
+- `Authorization: Bearer <token>` with a token of R: allowed.
+- a token of another role: 403 `forbidden`; any other credential: 401 `unauthorized`.
+- no credential: allowed when R has no token configured and the client is on a loopback
+  address, so that `make run` and curl work out of the box; otherwise 401.
+
+Tokens are kept and compared as SHA-256 digests, each presented token against every
+configured one with `hmac.compare_digest`, so the time taken says nothing about how close a
+guess came or which token matched. A token's id is the first 8 hex digits of its digest:
+the access log names it, never the token.
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+
+from flask import Flask, current_app, g, request
+
+from .errors import ApiError
+
+ROLES = ("checkout", "support", "feed")
+OPEN = "open"
+SETTINGS = {role: f"{role.upper()}_TOKENS" for role in ROLES}
+# A short token is guessable from its id in the logs (8 hex digits of its digest).
+MIN_TOKEN_LENGTH = 16
+# RFC 6750's token syntax: what can travel in an Authorization header unchanged.
+_TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+# RFC 7235: the scheme name is case-insensitive.
+_BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
+_DECLARATION = "access_role"
+
+logger = logging.getLogger(__name__)
+
+
+def role(name: str):
+    """Declare that a view serves clients of role `name` only."""
+    if name not in ROLES:
+        raise ValueError(f"unknown role {name!r}; the roles are {', '.join(ROLES)}")
+
+    def declare_view(view):
+        setattr(view, _DECLARATION, name)
+        return view
+
+    return declare_view
+
+
+def open_route(view):
+    """Declare that a view serves every client: it holds no personal data."""
+    setattr(view, _DECLARATION, OPEN)
+    return view
+
+
+def declare(app: Flask, endpoint: str, role_name: str) -> None:
+    """Declare the role of an endpoint whose view cannot carry a decorator."""
+    if role_name not in (*ROLES, OPEN):
+        raise ValueError(f"unknown role {role_name!r}")
+    app.extensions["identity_access_declared"][endpoint] = role_name
+
+
+def declared_role(app: Flask, endpoint: str) -> str | None:
+    """The role an endpoint declared, `OPEN`, or None when it declared nothing."""
+    if endpoint in app.extensions["identity_access_declared"]:
+        return app.extensions["identity_access_declared"][endpoint]
+    return getattr(app.view_functions.get(endpoint), _DECLARATION, None)
+
+
+def undeclared_endpoints(app: Flask) -> list[str]:
+    """Every endpoint of the app that declares no role: each one refuses every request."""
+    return sorted(
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if declared_role(app, rule.endpoint) is None
+    )
+
+
+@dataclass(frozen=True)
+class Token:
+    role: str
+    digest: bytes
+
+    @property
+    def id(self) -> str:
+        return self.digest.hex()[:8]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+class Tokens:
+    """The configured tokens of every role, as digests."""
+
+    def __init__(self, config: dict):
+        roles_by_digest: dict[bytes, str] = {}
+        for role_name, setting in SETTINGS.items():
+            for position, token in enumerate(config[setting], start=1):
+                _check_token(setting, position, token)
+                other = roles_by_digest.setdefault(_digest(token), role_name)
+                if other != role_name:
+                    raise ValueError(
+                        f"{setting}: token {position} is also a {other} token; "
+                        "a token grants one role only"
+                    )
+        self._tokens = [Token(role_name, digest) for digest, role_name in roles_by_digest.items()]
+
+    def ids(self, role_name: str) -> list[str]:
+        return [token.id for token in self._tokens if token.role == role_name]
+
+    def find(self, presented: str) -> Token | None:
+        """The configured token equal to `presented`, comparing with every one of them."""
+        if not _TOKEN_SYNTAX.fullmatch(presented):
+            return None
+        digest = _digest(presented)
+        found = None
+        for token in self._tokens:
+            if hmac.compare_digest(token.digest, digest):
+                found = token
+        return found
+
+
+def _check_token(setting: str, position: int, token: str) -> None:
+    # The message names the token by its position: a configuration error is logged.
+    if not _TOKEN_SYNTAX.fullmatch(token):
+        raise ValueError(
+            f"{setting}: token {position} has characters a bearer token cannot carry "
+            "(allowed: A-Z a-z 0-9 . _ ~ + / - and trailing =)"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"{setting}: token {position} is shorter than {MIN_TOKEN_LENGTH} characters"
+        )
+
+
+def is_loopback(address: str | None) -> bool:
+    """127.0.0.0/8 and ::1 (also written as ::ffff:127.x.y.z); anything else is remote."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _deny(status: int, reason: str, challenge: str = 'Bearer realm="identity"'):
+    g.access_denied = reason  # counted and logged by observability
+    if status == 403:
+        raise ApiError(403, "forbidden", "this route needs a token of another role")
+    raise ApiError(
+        401,
+        "unauthorized",
+        "this route needs a valid bearer token (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def _presented_token(header: str) -> str:
+    match = _BEARER.fullmatch(header)
+    return match.group(1) if match else ""
+
+
+def _decide() -> None:
+    if request.routing_exception is not None:
+        return  # an unknown path or method: Flask answers 404 or 405, revealing nothing
+    route_role = declared_role(current_app, request.endpoint)
+    if route_role == OPEN:
+        return
+    if route_role is None:
+        logger.error("endpoint %s declares no role: every request is refused", request.endpoint)
+        _deny(403, "undeclared_route")
+    tokens: Tokens = current_app.extensions["identity_access"]
+    header = request.headers.get("Authorization", "")
+    if header:
+        token = tokens.find(_presented_token(header))
+        if token is None:
+            _deny(401, "unknown_token", 'Bearer realm="identity", error="invalid_token"')
+        g.access_role, g.access_token_id = token.role, token.id
+        if token.role != route_role:
+            _deny(403, "other_role")
+    elif tokens.ids(route_role):
+        _deny(401, "no_token")
+    elif is_loopback(request.remote_addr):
+        g.access_role = route_role
+    else:
+        _deny(401, "loopback_only")
+
+
+def _listens_on_loopback(host: str) -> bool:
+    return host == "localhost" or is_loopback(host)
+
+
+def log_configuration(app: Flask) -> None:
+    """At start: each role's token ids, and a warning for a role left to loopback clients
+    while the service listens on another address."""
+    tokens: Tokens = app.extensions["identity_access"]
+    for role_name, setting in SETTINGS.items():
+        ids = tokens.ids(role_name)
+        if ids:
+            logger.info("role %s: tokens %s", role_name, ", ".join(ids))
+        elif not _listens_on_loopback(app.config["HOST"]):
+            logger.warning(
+                "role %s has no token (%s is empty): only loopback clients are served, "
+                "every other client gets 401",
+                role_name,
+                setting,
+            )
+
+
+def init_app(app: Flask) -> None:
+    """Read the tokens (a malformed one stops the app from starting) and guard every request.
+
+    Call after observability.init_app, whose request id the refusals carry."""
+    app.extensions["identity_access"] = Tokens(app.config)
+    app.extensions["identity_access_declared"] = {}
+    app.before_request(_decide)
