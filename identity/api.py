@@ -4,11 +4,11 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import lookups, reconcile, repository
+from . import feed, lookups, reconcile, repository
 from .db import run_unit
 from .errors import ApiError
 from .openapi import build_spec
-from .schemas import customer_history, identify_response
+from .schemas import customer_history, feed_page, feed_query, identify_response
 
 bp = Blueprint("identity", __name__)
 _openapi_document = build_spec()
@@ -72,6 +72,19 @@ def contact(contact_id: int):
 @bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>/history")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
+
+
+# role: feed
+@bp.get("/events")
+def events():
+    query = feed_query.load(request.args.to_dict())
+    page = feed.wait_for_page(
+        lambda: run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"])),
+        query["wait"],
+        # A long poll ends early when the server drains, so SIGTERM is not held up.
+        stopping=lambda: current_app.extensions.get("identity_draining", False),
+    )
+    return feed_page.dump(page)
 
 
 @bp.get("/healthz")
