@@ -7,6 +7,7 @@ from .audit import audit_command
 from .blocklist import Blocklist
 from .metrics import Metrics
 from .schemas import IdentifyRequest
+from .webhooks import deliver_command
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -25,6 +26,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     observability.init_app(app)
     app.cli.add_command(audit_command)
+    app.cli.add_command(deliver_command)
 
     from .api import bp
 
