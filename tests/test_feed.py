@@ -1,6 +1,9 @@
 """GET /events: the change feed's shape, paging, cursor and the rule that no event can
 commit behind a cursor already handed out (the concurrent version is test_feed_gaps.py)."""
 
+import http.client
+import json
+import random
 import re
 import threading
 import time
@@ -9,9 +12,10 @@ from datetime import datetime, timezone
 import psycopg2
 import pytest
 
-from conftest import identify
+from conftest import identify, wait_for
 from identity import feed
 from identity.feed_repository import FEED_SOURCE_KINDS, EventRow
+from servers import post_identify
 
 PERSONAL_KEYS = {"email", "phoneNumber", "emails", "phoneNumbers"}
 
@@ -183,3 +187,180 @@ def test_cursors_round_trip_and_stay_opaque():
     cursor = feed.Cursor(2**64 - 1, 12345)
     assert feed.Cursor.decode(cursor.encode()) == cursor
     assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor.encode())
+
+
+# --- No gap under concurrent writers -----------------------------------------------------
+
+WRITER_THREADS = 8
+WRITES_PER_THREAD = 30
+PAGE = 50
+
+
+def feed_reader(server):
+    """GET /events on one server, over one keep-alive connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+
+    def read(after):
+        query = f"?limit={PAGE}" + (f"&after={after}" if after else "")
+        connection.request("GET", "/events" + query)
+        response = connection.getresponse()
+        page = json.loads(response.read())
+        assert response.status == 200, page
+        return page["events"], page["next"]
+
+    return read
+
+
+def naive_reader(database_url):
+    """What the feed must not be: `id > after`, which passes over ids whose transaction
+    has not committed yet. Kept here only, to show that the test below can fail."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+
+    def read(after):
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT 0, id, kind, occurredAt, contactId, primaryId FROM contact_event"
+                " WHERE id > %s AND kind = ANY(%s) ORDER BY id LIMIT %s",
+                (after or 0, FEED_SOURCE_KINDS, PAGE),
+            )
+            rows = [EventRow(*row) for row in cur.fetchall()]
+        return [feed.to_event(row) for row in rows], rows[-1].id if rows else after
+
+    return read
+
+
+class Consumer(threading.Thread):
+    """Follows a feed as fast as it can; after stop(), until a page comes back empty."""
+
+    def __init__(self, read):
+        super().__init__(daemon=True)
+        self.read, self.events, self.polls = read, [], 0
+        self.stopping = threading.Event()
+        self.failure = None
+
+    def run(self):
+        after = None
+        try:
+            while True:
+                stopping = self.stopping.is_set()
+                events, after = self.read(after)
+                self.events += events
+                self.polls += 1
+                if stopping and not events:
+                    return
+        except Exception as error:  # reported by the test
+            self.failure = error
+
+    def polls_from_now(self, count: int) -> None:
+        target = self.polls + count
+        wait_for(lambda: self.polls >= target or not self.is_alive(), "the consumer to poll")
+
+
+def write_traffic(servers, seed: int) -> int:
+    """Threads sending checkouts to both servers: half of them on a small shared pool of
+    values (new secondaries and merges that conflict), half on values of their own."""
+
+    def send(thread: int):
+        rng = random.Random(seed * 100 + thread)
+        server = servers[thread % 2]
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        for n in range(WRITES_PER_THREAD):
+            if rng.random() < 0.5:
+                body = {"email": f"s{rng.randrange(12)}@x.io", "phoneNumber": str(rng.randrange(12))}
+            else:
+                body = {"email": f"t{thread}.{n}@x.io", "phoneNumber": f"9{thread}0{n}"}
+            assert post_identify(connection, body)[0] == 200
+        connection.close()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(WRITER_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return WRITER_THREADS * WRITES_PER_THREAD
+
+
+def replay_customers(events: list[dict]) -> dict[int, int]:
+    """Every row's primary, from the events alone, checking that each event finds the
+    customers it names in the state the events before it left (per-customer commit order)."""
+    primary_of: dict[int, int] = {}
+    for event in events:
+        primary = event["primaryContactId"]
+        if event["kind"] == "customer_created":
+            assert event["contactIds"][0] not in primary_of
+            primary_of[primary] = primary
+        elif event["kind"] == "secondary_added":
+            assert primary_of.get(primary) == primary, f"{event}: its primary is not one"
+            primary_of[event["contactIds"][0]] = primary
+        else:
+            for demoted in event["demotedPrimaryContactIds"]:
+                assert primary_of.get(primary) == primary, f"{event}: survivor is not a primary"
+                assert primary_of.get(demoted) == demoted, f"{event}: demoted is not a primary"
+                primary_of.update({row: primary for row, p in primary_of.items() if p == demoted})
+    return primary_of
+
+
+def feed_events_in_table(db) -> tuple[set[int], dict[int, int]]:
+    with db.cursor() as cur:
+        cur.execute("SELECT id FROM contact_event WHERE kind = ANY(%s)", (FEED_SOURCE_KINDS,))
+        ids = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT id, COALESCE(linkedId, id) FROM contact")
+        return ids, dict(cur.fetchall())
+
+
+def events_committed_after(db, event_id: int) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM contact_event WHERE id > %s", (event_id,))
+        return cur.fetchone()[0]
+
+
+def consume_during_traffic(read, db, database_url, servers, seed) -> tuple[Consumer, int, int]:
+    """Writers on both servers while a consumer follows the feed. In the middle of the
+    traffic one writer's transaction is held open by hand until later transactions have
+    committed events and the consumer has read twice since: the race a cursor must
+    survive, made certain."""
+    consumer = Consumer(read)
+    consumer.start()
+    writes = []
+    writers = threading.Thread(target=lambda: writes.append(write_traffic(servers, seed)))
+    writers.start()
+    wait_for(lambda: len(consumer.events) >= 20, "the consumer to read during the traffic")
+    held, held_id = hold_new_customer(database_url, f"held{seed}@x.io")
+    try:
+        wait_for(lambda: events_committed_after(db, held_id) >= 10, "later events to commit")
+        consumer.polls_from_now(2)
+        held.commit()
+    finally:
+        held.close()
+    writers.join(120)
+    consumer.stopping.set()
+    consumer.join(60)
+    assert writes and consumer.failure is None and not consumer.is_alive()
+    return consumer, writes[0] + 1, held_id
+
+
+def test_no_event_is_lost_or_repeated_while_two_servers_write(two_servers, db, database_url):
+    read = feed_reader(two_servers[0])
+    consumer, writes, held_id = consume_during_traffic(read, db, database_url, two_servers, 1)
+
+    events = consumer.events
+    ids = [event["id"] for event in events]
+    table_ids, links = feed_events_in_table(db)
+    assert len(ids) == len(set(ids)), "an event was served twice"
+    assert set(ids) == table_ids, f"lost: {sorted(table_ids - set(ids))}"
+    assert held_id in ids
+    assert replay_customers(events) == links
+    print(f"\nfeed: writes {writes}, events {len(ids)}, pages read {consumer.polls}")
+
+
+def test_a_naive_id_cursor_loses_events_in_the_same_race(two_servers, db, database_url):
+    """The same run with `id > after`: the held event, at least, never reaches the consumer.
+    This is what the test above would see if the feed's cursor were naive."""
+    read = naive_reader(database_url)
+    consumer, writes, held_id = consume_during_traffic(read, db, database_url, two_servers, 2)
+
+    table_ids, _ = feed_events_in_table(db)
+    lost = table_ids - {event["id"] for event in consumer.events}
+    assert held_id in lost
+    print(f"\nnaive: writes {writes}, events {len(table_ids)}, lost {len(lost)}")
