@@ -4,8 +4,8 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import feed, lookups, reconcile, repository
-from .db import run_unit
+from . import feed, feed_repository, lookups, reconcile, repository
+from .db import DatabaseUnavailable, run_unit
 from .errors import ApiError
 from .openapi import build_spec
 from .schemas import customer_history, feed_page, feed_query, identify_response
@@ -102,8 +102,19 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    body, content_type = current_app.extensions["identity_metrics"].exposition()
+    registry = current_app.extensions["identity_metrics"]
+    registry.webhooks.subscribers = _webhook_figures()
+    body, content_type = registry.exposition()
     return Response(body, content_type=content_type)
+
+
+def _webhook_figures() -> list[feed_repository.SubscriberStats]:
+    """The deliverers' figures, from the database. While it is unreachable a scrape
+    leaves them out, so that the service's own metrics still arrive."""
+    try:
+        return run_unit(feed_repository.subscriber_stats)
+    except DatabaseUnavailable:
+        return []
 
 
 @bp.get("/openapi.json")

@@ -16,6 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import identify, wait_for
 from identity.feed_repository import FEED_SOURCE_KINDS
@@ -38,6 +39,8 @@ class Receiver:
         self.lock = threading.Lock()
         self.accepted: list[list[int]] = []  # the event ids of every batch answered 2xx
         self.requests = self.failures = self.stalls = self.bad_signatures = 0
+        # Called once after the next batch is taken and before the 2xx goes out.
+        self.before_next_answer = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +82,9 @@ class Receiver:
             stall = draw < self.failure_odds + self.stall_odds
             if not stall:
                 self.accepted.append([event["id"] for event in json.loads(body)["events"]])
+                hook, self.before_next_answer = self.before_next_answer, None
+                if hook:
+                    hook()
                 return 200
             self.stalls += 1
         time.sleep(TIMEOUT_S * 3)
@@ -165,6 +171,17 @@ def assert_in_order_without_gaps(batches: list[list[int]], order: list[int]) -> 
     return repeats
 
 
+def scraped(client, subscriber_name: str = "default") -> dict[str, float]:
+    """The webhook samples of GET /metrics for one subscriber, by sample name."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("identity_webhook") and sample.labels == {"subscriber": subscriber_name}
+    }
+
+
 def caught_up(db, receiver: Receiver) -> bool:
     return receiver.accepted_ids() >= set(feed_order(db))
 
@@ -199,15 +216,24 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
     writer.start()
     kills = 0
     try:
-        for _ in range(8):
+        for round in range(8):
             deliverer = DelivererProcess(database_url, receiver.url)
-            seen = receiver.requests
-            # Killed while it works: after its first request, unless it has nothing to do.
-            wait_for(
-                lambda: receiver.requests > seen or caught_up(db, receiver),
-                "the deliverer to send a batch",
-            )
-            time.sleep(rng.uniform(0, 0.4))
+            if round % 2:
+                # The worst moment: the receiver has the batch, the 2xx has not left yet.
+                receiver.before_next_answer = deliverer.process.kill
+                wait_for(
+                    lambda: deliverer.process.poll() is not None or caught_up(db, receiver),
+                    "the deliverer to be killed while its batch is answered",
+                )
+                receiver.before_next_answer = None
+            else:
+                # Any moment while it works: after its first request, unless it has nothing to do.
+                seen = receiver.requests
+                wait_for(
+                    lambda: receiver.requests > seen or caught_up(db, receiver),
+                    "the deliverer to send a batch",
+                )
+                time.sleep(rng.uniform(0, 0.4))
             assert deliverer.kill() == -signal.SIGKILL
             kills += 1
         writer.join(60)
@@ -222,10 +248,17 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
 
     assert receiver.bad_signatures == 0
     repeats = assert_in_order_without_gaps(receiver.accepted, order)
+    assert repeats > 0  # the batches taken just before a kill came again: at least once
     delivered, failed = subscriber(db)
     assert delivered == len(order)  # each event counted once, when the cursor passed it
     assert failed >= receiver.failures > 0
     assert kills == 8
+    assert scraped(client) == {
+        "identity_webhook_events_delivered_total": len(order),
+        "identity_webhook_delivery_failures_total": failed,
+        "identity_webhook_lag_events": 0,
+        "identity_webhook_lag_seconds": 0,
+    }
     print(
         f"\nwrites {len(bodies)}, events {len(order)}, kills {kills}, "
         f"requests {receiver.requests}, 500s {receiver.failures}, stalls {receiver.stalls}, "
@@ -283,6 +316,17 @@ def test_a_deliverer_stops_gracefully_and_resumes_from_its_cursor(
         receiver.close()
     # Stopped gracefully, nothing is sent twice.
     assert [event_id for batch in receiver.accepted for event_id in batch] == list(range(1, 16))
+
+
+def test_metrics_show_a_subscriber_falling_behind(client, db, subscribers):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO webhook_subscriber (name) VALUES ('crm')")
+    for n in range(3):
+        identify(client, {"email": f"lag{n}@x.io"})
+    figures = scraped(client, "crm")
+    assert figures["identity_webhook_lag_events"] == 3
+    assert figures["identity_webhook_lag_seconds"] > 0
+    assert figures["identity_webhook_events_delivered_total"] == 0
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter():
