@@ -14,7 +14,7 @@ import pytest
 
 from conftest import identify, wait_for
 from identity import feed
-from identity.feed_repository import FEED_SOURCE_KINDS, EventRow
+from identity.feed_repository import FEED_SOURCE_KINDS, READ_EVENTS, EventRow
 from servers import post_identify
 
 PERSONAL_KEYS = {"email", "phoneNumber", "emails", "phoneNumbers"}
@@ -364,3 +364,24 @@ def test_a_naive_id_cursor_loses_events_in_the_same_race(two_servers, db, databa
     lost = table_ids - {event["id"] for event in consumer.events}
     assert held_id in lost
     print(f"\nnaive: writes {writes}, events {len(table_ids)}, lost {len(lost)}")
+
+
+def test_a_page_of_the_feed_is_one_range_scan_of_its_index(db):
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO contact (email, linkPrecedence)
+               SELECT 'user' || n || '@x.io', 'primary' FROM generate_series(1, 20000) n"""
+        )
+        cur.execute(
+            """INSERT INTO contact_event (kind, contactId, primaryId)
+               SELECT 'customer_created', id, id FROM contact"""
+        )
+        cur.execute("ANALYZE contact_event")
+        cur.execute("SELECT txid::text FROM contact_event LIMIT 1")
+        txid = cur.fetchone()[0]
+        cur.execute(
+            "EXPLAIN " + READ_EVENTS,
+            {"txid": txid, "event_id": 10_000, "kinds": FEED_SOURCE_KINDS, "limit": 100},
+        )
+        plan = "\n".join(line for (line,) in cur.fetchall())
+    assert "Seq Scan" not in plan and "contact_event_feed_order" in plan, plan
