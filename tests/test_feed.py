@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 
 import psycopg2
 import pytest
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from werkzeug.test import EnvironBuilder
 
 from conftest import identify, wait_for
 from identity import feed
@@ -385,3 +388,15 @@ def test_a_page_of_the_feed_is_one_range_scan_of_its_index(db):
         )
         plan = "\n".join(line for (line,) in cur.fetchall())
     assert "Seq Scan" not in plan and "contact_event_feed_order" in plan, plan
+
+
+@pytest.mark.parametrize(
+    "query", [{}, {"limit": "1"}, {"after": "MC4w", "wait": "0.1"}, {"limit": "0"}]
+)
+def test_feed_answers_validate_against_the_openapi_document(client, query):
+    identify(client, {"email": "a@x.io", "phoneNumber": "1"})
+    identify(client, {"email": "b@x.io", "phoneNumber": "1"})
+    openapi = OpenAPI.from_dict(client.get("/openapi.json").get_json())
+    response = client.get("/events", query_string=query)
+    request = EnvironBuilder(path="/events", query_string=query).get_request()
+    openapi.validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))

@@ -25,6 +25,8 @@ def deliver_command() -> None:
         config = WebhookConfig.from_environment()
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
+    if not current_app.config["DATABASE_URL"]:
+        raise click.UsageError("DATABASE_URL must be set")
     configure_logging(current_app.config["LOG_LEVEL"])
     stop = threading.Event()
     # SIGTERM and Ctrl-C let a POST in flight finish and record its answer, then stop.

@@ -20,7 +20,8 @@ def _number(environ, name: str, default, kind=float, low=0.0, high=float("inf"))
     except ValueError:
         raise ConfigError(f"{name} must be a number") from None
     if not low < value <= high:
-        raise ConfigError(f"{name} must be greater than {low} and at most {high}")
+        bound = "" if high == float("inf") else f" and at most {high}"
+        raise ConfigError(f"{name} must be greater than {low}{bound}")
     return value
 
 
