@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init test smoke audit bench bench-scale clean
+.PHONY: help run serve db-init deliver test smoke audit bench bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ serve: $(STAMP)
 
 db-init: $(STAMP) ## apply sql/*.sql (idempotent)
 	$(WITH_DB) $(PY) -m flask --app identity init-db
+
+deliver: $(STAMP) ## POST the change feed to WEBHOOK_URL, signed, until stopped (docs/feed.md)
+	$(WITH_DB) $(PY) -m flask --app identity deliver
 
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest

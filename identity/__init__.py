@@ -8,6 +8,7 @@ from .blocklist import Blocklist
 from .metrics import Metrics
 from .migrations import init_db_command
 from .schemas import IdentifyRequest
+from .webhooks import deliver_command
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -30,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.init_app(app)
     app.cli.add_command(audit_command)
     app.cli.add_command(init_db_command)
+    app.cli.add_command(deliver_command)
 
     from .api import bp
 

@@ -4,10 +4,10 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import access, lookups, reconcile, repository
-from .db import run_unit
+from . import access, feed, feed_repository, lookups, reconcile, repository
+from .db import DatabaseUnavailable, run_unit
 from .errors import ApiError
-from .schemas import customer_history, identify_response
+from .schemas import customer_history, feed_page, feed_query, identify_response
 
 # Every view declares who may call it (identity/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
@@ -77,6 +77,19 @@ def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
 
 
+@bp.get("/events")
+@access.role("feed")
+def events():
+    query = feed_query.load(request.args.to_dict())
+    page = feed.wait_for_page(
+        lambda: run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"])),
+        query["wait"],
+        # A long poll ends early when the server drains, so SIGTERM is not held up.
+        stopping=lambda: current_app.extensions.get("identity_draining", False),
+    )
+    return feed_page.dump(page)
+
+
 @bp.get("/healthz")
 @access.open_route
 def healthz():
@@ -95,8 +108,19 @@ def readyz():
 @bp.get("/metrics")
 @access.open_route
 def metrics():
-    body, content_type = current_app.extensions["identity_metrics"].exposition()
+    registry = current_app.extensions["identity_metrics"]
+    registry.webhooks.subscribers = _webhook_figures()
+    body, content_type = registry.exposition()
     return Response(body, content_type=content_type)
+
+
+def _webhook_figures() -> list[feed_repository.SubscriberStats]:
+    """The deliverers' figures, from the database. While it is unreachable a scrape
+    leaves them out, so that the service's own metrics still arrive."""
+    try:
+        return run_unit(feed_repository.subscriber_stats)
+    except DatabaseUnavailable:
+        return []
 
 
 @bp.get("/openapi.json")

@@ -2,6 +2,44 @@
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class WebhookFigures:
+    """The webhook deliverers' figures. Deliverers run in processes of their own, so the
+    figures live in their subscribers' rows; /metrics reads them at each scrape and hands
+    them over here (feed_repository.SubscriberStats) just before the exposition."""
+
+    def __init__(self):
+        self.subscribers = []
+
+    def collect(self):
+        families = {
+            "delivered_events": CounterMetricFamily(
+                "identity_webhook_events_delivered",
+                "Events a subscriber acknowledged with a 2xx (each counted once).",
+                labels=["subscriber"],
+            ),
+            "failed_attempts": CounterMetricFamily(
+                "identity_webhook_delivery_failures",
+                "Delivery attempts answered with anything but a 2xx, or not in time.",
+                labels=["subscriber"],
+            ),
+            "lag_events": GaugeMetricFamily(
+                "identity_webhook_lag_events",
+                "Feed events the subscriber has not acknowledged yet.",
+                labels=["subscriber"],
+            ),
+            "lag_seconds": GaugeMetricFamily(
+                "identity_webhook_lag_seconds",
+                "Age of the oldest event the subscriber has not acknowledged; 0 when up to date.",
+                labels=["subscriber"],
+            ),
+        }
+        for subscriber in self.subscribers:
+            for field, family in families.items():
+                family.add_metric([subscriber.name], getattr(subscriber, field))
+        return list(families.values())
 
 
 class Metrics:
@@ -52,6 +90,8 @@ class Metrics:
             registry=self.registry,
         )
         pool.set(pool_size)
+        self.webhooks = WebhookFigures()
+        self.registry.register(self.webhooks)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

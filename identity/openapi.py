@@ -8,7 +8,15 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
 from . import access
-from .schemas import CustomerHistory, Error, IdentifyRequest, IdentifyResponse, Status
+from .schemas import (
+    CustomerHistory,
+    Error,
+    FeedPage,
+    FeedQuery,
+    IdentifyRequest,
+    IdentifyResponse,
+    Status,
+)
 
 _ERRORS = {
     "400": "malformed JSON, not an object, or a field fails validation",
@@ -59,6 +67,7 @@ def build_spec() -> dict:
     spec.components.schema("Error", schema=Error)
     spec.components.schema("Status", schema=Status)
     spec.components.schema("CustomerHistory", schema=CustomerHistory)
+    spec.components.schema("FeedPage", schema=FeedPage)
 
     spec.path(
         path="/identify",
@@ -104,6 +113,20 @@ def build_spec() -> dict:
         ),
     ):
         spec.path(path=path, operations={"get": _contact_operation(summary, answer)})
+    spec.path(
+        path="/events",
+        operations={
+            "get": {
+                "summary": "The change feed: events after a cursor, in the order they committed",
+                "parameters": [{"in": "query", "schema": FeedQuery}],
+                "responses": {
+                    "200": _json("FeedPage", "the next events and the cursor to read on from"),
+                    "400": _error("after is not a cursor, or limit or wait is out of range"),
+                    "503": _error(_ERRORS["503"]),
+                },
+            }
+        },
+    )
     spec.path(
         path="/healthz",
         operations={

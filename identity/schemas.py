@@ -14,6 +14,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from . import feed
 from .blocklist import Blocklist
 
 MAX_EMAIL_LENGTH = 254
@@ -168,6 +169,73 @@ class CustomerHistory(Schema):
     events = fields.List(fields.Nested(HistoryEvent), required=True)
 
 
+class FeedCursor(fields.Field):
+    """The opaque position string of GET /events (feed.Cursor)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return feed.Cursor.decode(value)
+        except feed.InvalidCursor:
+            raise ValidationError("is not a cursor this service handed out") from None
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value.encode()
+
+
+class FeedQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = FeedCursor(
+        load_default=feed.START,
+        metadata={"type": "string", "description": "a `next` from an earlier answer; absent: the start"},
+    )
+    limit = fields.Integer(
+        load_default=feed.DEFAULT_LIMIT,
+        validate=validate.Range(1, feed.MAX_LIMIT),
+    )
+    wait = fields.Float(
+        load_default=0,
+        allow_nan=False,
+        validate=validate.Range(0, feed.MAX_WAIT_S),
+        metadata={"description": "seconds to wait for an event when there is none yet (long poll)"},
+    )
+
+
+class FeedEvent(Schema):
+    id = fields.Integer(required=True, metadata={"description": "unique; repeats mean a redelivery"})
+    kind = fields.String(
+        required=True,
+        metadata={
+            "enum": [
+                "customer_created",
+                "secondary_added",
+                "customers_merged",
+                "value_detached",
+                "customer_split",
+                "customer_erased",
+            ]
+        },
+    )
+    occurredAt = fields.DateTime(required=True)
+    primaryContactId = fields.Integer(
+        required=True, metadata={"description": "the customer's primary after the change"}
+    )
+    contactIds = fields.List(fields.Integer(), metadata={"description": "the rows concerned"})
+    demotedPrimaryContactIds = fields.List(
+        fields.Integer(),
+        metadata={"description": "customers_merged: the primaries now secondaries of primaryContactId"},
+    )
+
+
+class FeedPage(Schema):
+    events = fields.List(fields.Nested(FeedEvent), required=True)
+    next = FeedCursor(
+        required=True,
+        metadata={"type": "string", "description": "pass as `after` to read on; opaque"},
+    )
+
+
 class ErrorDetail(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
@@ -189,3 +257,5 @@ class Status(Schema):
 
 identify_response = IdentifyResponse()
 customer_history = CustomerHistory()
+feed_query = FeedQuery()
+feed_page = FeedPage()
