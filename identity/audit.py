@@ -12,32 +12,53 @@ import psycopg2
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import linking
+from .repository import ContactRow
+
 # §6.1: a live secondary must point at a live primary (no chains, nothing dangling).
+# A secondary whose primary was soft-deleted is an orphan, which SPEC §2 allows: those
+# are listed by ORPHANS instead.
 BROKEN_LINKS = """
 SELECT row.id, row.linkedId
   FROM contact AS row
-  LEFT JOIN contact AS target ON target.id = row.linkedId AND target.deletedAt IS NULL
+  JOIN contact AS target ON target.id = row.linkedId
  WHERE row.deletedAt IS NULL
    AND row.linkPrecedence = 'secondary'
-   AND (target.id IS NULL OR target.linkPrecedence <> 'primary')
+   AND target.deletedAt IS NULL
+   AND target.linkPrecedence <> 'primary'
  ORDER BY row.id
 """
 
-# §6.3: a customer's primary is its oldest live row.
+# Live secondaries of a soft-deleted row, with that row's id: shown as SPEC §2 says and
+# stored that way by the next write that touches them.
+ORPHANS = """
+SELECT row.linkedId, array_agg(row.id ORDER BY row.id)
+  FROM contact AS row
+  JOIN contact AS target ON target.id = row.linkedId
+ WHERE row.deletedAt IS NULL AND target.deletedAt IS NOT NULL
+ GROUP BY row.linkedId
+ ORDER BY row.linkedId
+"""
+
+# §6.3: a customer's primary is its oldest live row (orphans are presented with their
+# oldest row as primary, so they cannot break it).
 OLDER_THAN_PRIMARY = """
 SELECT row.id, row.linkedId
   FROM contact AS row
-  JOIN contact AS primary_row ON primary_row.id = row.linkedId
+  JOIN contact AS primary_row ON primary_row.id = row.linkedId AND primary_row.deletedAt IS NULL
  WHERE row.deletedAt IS NULL
    AND (row.createdAt, row.id) < (primary_row.createdAt, primary_row.id)
  ORDER BY row.id
 """
 
-# §6.2 is checked in Python over these: every live row with the customer it belongs to.
+# §6.2 is checked in Python over every live row; `orphan` marks rows whose stored primary
+# is soft-deleted.
 LIVE_ROWS = """
-SELECT id, COALESCE(linkedId, id) AS customer, email, phoneNumber
-  FROM contact
- WHERE deletedAt IS NULL
+SELECT row.id, row.email, row.phoneNumber, row.linkedId, row.linkPrecedence, row.createdAt,
+       target.deletedAt IS NOT NULL AS orphan
+  FROM contact AS row
+  LEFT JOIN contact AS target ON target.id = row.linkedId
+ WHERE row.deletedAt IS NULL
 """
 
 
@@ -49,6 +70,20 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{self.invariant}: {self.description}: rows {', '.join(map(str, self.row_ids))}"
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """Live rows whose primary was soft-deleted: allowed (SPEC §2), not a violation."""
+
+    deleted_primary: int
+    row_ids: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"note: rows {', '.join(map(str, self.row_ids))} are orphans of the soft-deleted "
+            f"primary {self.deleted_primary}; shown per SPEC §2, re-linked at the next write"
+        )
 
 
 def _broken_links(cur) -> list[Violation]:
@@ -67,47 +102,37 @@ def _older_than_primary(cur) -> list[Violation]:
     ]
 
 
-class _Components:
-    """Union-find over row ids: rows that share a value end up in one component."""
-
-    def __init__(self):
-        self.parent: dict[int, int] = {}
-
-    def find(self, item: int) -> int:
-        self.parent.setdefault(item, item)
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: int, b: int) -> None:
-        self.parent[self.find(a)] = self.find(b)
+def find_orphans(conn) -> list[Orphans]:
+    with conn.cursor() as cur:
+        cur.execute(ORPHANS)
+        return [Orphans(primary, tuple(row_ids)) for primary, row_ids in cur.fetchall()]
 
 
 def _customers_sharing_values(cur) -> list[Violation]:
     """§6.2: rows that share a value, directly or through other rows, have one primary.
 
-    The converse (a customer's rows are connected through shared values) is not checked:
-    a bridging checkout that brings nothing new merges two customers without a row of its
-    own (SPEC §5, worked example B), so their rows need not share a value.
+    Orphans count as the customer SPEC §2 presents them in. The converse (a customer's
+    rows are connected through shared values) is not checked: a bridging checkout that
+    brings nothing new merges two customers without a row of its own (SPEC §5, worked
+    example B), so their rows need not share a value.
     """
     cur.execute(LIVE_ROWS)
-    components = _Components()
-    first_row_with: dict[tuple[str, str], int] = {}
-    customer_of: dict[int, int] = {}
-    for row_id, customer, email, phone_number in cur:
-        customer_of[row_id] = customer
-        components.find(row_id)
-        for value in (("email", email), ("phone", phone_number)):
-            if value[1] is not None:
-                components.union(row_id, first_row_with.setdefault(value, row_id))
-
-    customers_of_component: dict[int, set[int]] = {}
-    for row_id, customer in customer_of.items():
-        customers_of_component.setdefault(components.find(row_id), set()).add(customer)
+    live = [(ContactRow(*row[:6]), orphan) for *row, orphan in cur.fetchall()]
+    customer_of = {row.id: row.linked_id or row.id for row, _ in live}
+    orphans_of: dict[int, list[ContactRow]] = {}
+    for row, orphan in live:
+        if orphan:
+            orphans_of.setdefault(row.linked_id, []).append(row)
+    for deleted_primary, rows in orphans_of.items():
+        for customer in linking.relink(rows, deleted_primary):
+            customer_of.update(dict.fromkeys((row.id for row in customer.rows), customer.primary.id))
+    customers_per_component = (
+        {customer_of[row.id] for row in component}
+        for component in linking.components([row for row, _ in live])
+    )
     return [
         Violation("§6.2", "customers share an e-mail or phone number", tuple(sorted(customers)))
-        for customers in customers_of_component.values()
+        for customers in customers_per_component
         if len(customers) > 1
     ]
 
@@ -125,10 +150,11 @@ def audit_command() -> None:
     try:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
         violations = find_violations(conn)
+        orphans = find_orphans(conn)
     finally:
         conn.close()
-    for violation in violations:
-        click.echo(str(violation))
+    for finding in [*orphans, *violations]:
+        click.echo(str(finding))
     if violations:
         raise SystemExit(1)
     click.echo("audit: no violations of SPEC §6 invariants 1-3")

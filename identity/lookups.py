@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import repository
+from . import linking, repository
 from .reconcile import Customer, consolidate
 
 
@@ -37,26 +37,36 @@ class History:
 def customer_by_values(conn, email: str | None, phone_number: str | None) -> Customer:
     """The customer the values belong to, as POST /identify would see it, without writing."""
     rows = repository.find_customer(conn, email, phone_number)
-    if not rows:
+    touched = linking.touched(linking.customers(rows), email, phone_number)
+    if not touched:
         raise NotFound()
-    if sum(row.is_primary for row in rows) > 1:
+    if len(touched) > 1:
         raise ValuesSpanCustomers()
-    return consolidate(rows)
+    return consolidate(touched[0].rows)
 
 
-def _rows_of_contact(conn, contact_id: int) -> list[repository.ContactRow]:
-    rows = repository.find_customer_of_contact(conn, contact_id)
-    if not rows:
-        raise NotFound()
-    return rows
+def _customer_of_contact(rows: list[repository.ContactRow], contact_id: int) -> list:
+    """The rows of the customer that contact_id belongs to, as SPEC §2 presents them."""
+    for customer in linking.customers(rows):
+        if any(row.id == contact_id for row in customer.rows):
+            return customer.rows
+    raise NotFound()
 
 
 def customer_by_contact(conn, contact_id: int) -> Customer:
-    return consolidate(_rows_of_contact(conn, contact_id))
+    rows = repository.find_customer_of_contact(conn, contact_id)
+    return consolidate(_customer_of_contact(rows, contact_id))
 
 
 def history(conn, contact_id: int) -> History:
-    """Every change to the customer of contact_id, including customers merged into it."""
-    rows = _rows_of_contact(conn, contact_id)
-    events = repository.customer_history(conn, [row.id for row in rows])
-    return History(consolidate(rows).primary_contact_id, [Event(*event) for event in events])
+    """Every change to the customer of contact_id, including customers merged into it.
+
+    The customer and its events are read in one snapshot: a merge committing in between
+    cannot give events that contradict the answer's primary."""
+    rows, events = repository.customer_with_history(conn, contact_id)
+    customer = _customer_of_contact(rows, contact_id)
+    ids = {row.id for row in customer}
+    return History(
+        consolidate(customer).primary_contact_id,
+        [Event(*event) for event in events if event[4] in ids],
+    )

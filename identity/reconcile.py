@@ -2,15 +2,20 @@
 
 The common checkout brings nothing new; it is answered from one read, outside any
 transaction (a single statement sees one consistent snapshot). Anything else runs as one
-write transaction that first takes the locks described in repository.begin_locked, reads
-the customer again under them, decides, writes and commits.
+write transaction that first takes the locks described in repository.BEGIN_AND_LOCK,
+reads the customer again under them, decides, writes and commits.
+
+Customers are read as SPEC §2 presents them (linking.customers): orphans of a
+soft-deleted primary are grouped by shared values, and a write that touches them stores
+those links before it applies §5.
 """
 
 import enum
 from dataclasses import dataclass
 
-from . import repository
+from . import linking, repository
 from .db import RetryTransaction
+from .linking import LinkedCustomer
 from .repository import ContactRow
 
 
@@ -37,28 +42,55 @@ class CustomerChanged(RetryTransaction):
 class _Plan:
     """What SPEC §5 asks of a customer C for one request."""
 
+    customers: list[LinkedCustomer]  # the customers M touches, oldest primary first
     survivor: ContactRow | None  # the oldest primary; None when C is empty (§5.1)
     losers: list[int]  # the other primaries, to demote (§5.2, first bullet)
     insert: bool  # the request brings a value C lacks (§5.2, second bullet), or C is empty
+    relinks: dict[int, int | None]  # orphans of the groups involved, stored as presented
 
     @property
     def changes_nothing(self) -> bool:
+        # Orphans alone are no reason to write: reads present them as SPEC §2 says.
         return not self.insert and not self.losers
+
+    @property
+    def root_ids(self) -> list[int]:
+        return sorted({customer.root_id for customer in self.customers})
+
+    def answer_rows(self, new_row: ContactRow | None) -> list[ContactRow]:
+        """C as the plan leaves it: relinked, demoted, with the new row."""
+        rows = [row for customer in self.customers for row in customer.rows]
+        if self.losers:
+            rows = [_demoted(row, self.survivor.id, self.losers) for row in rows]
+        return sorted(rows, key=lambda row: (row.created_at, row.id)) + (
+            [new_row] if new_row else []
+        )
 
 
 def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -> _Plan:
-    primaries = [row for row in rows if row.is_primary]  # rows come oldest first
-    if not primaries:
-        return _Plan(survivor=None, losers=[], insert=True)
-    known_emails = {row.email for row in rows}
-    known_phones = {row.phone_number for row in rows}
+    found = linking.customers(rows)
+    touched = linking.touched(found, email, phone_number)
+    if not touched:
+        return _Plan(customers=[], survivor=None, losers=[], insert=True, relinks={})
+    touched_roots = {customer.root_id for customer in touched}
+    relinks = {
+        row_id: linked_id
+        for customer in found
+        if customer.root_id in touched_roots
+        for row_id, linked_id in customer.relinks.items()
+    }
+    rows_of_c = [row for customer in touched for row in customer.rows]
+    known_emails = {row.email for row in rows_of_c}
+    known_phones = {row.phone_number for row in rows_of_c}
     brings_new = (email is not None and email not in known_emails) or (
         phone_number is not None and phone_number not in known_phones
     )
     return _Plan(
-        survivor=primaries[0],
-        losers=[row.id for row in primaries[1:]],
+        customers=touched,
+        survivor=touched[0].primary,
+        losers=[customer.primary.id for customer in touched[1:]],
         insert=brings_new,
+        relinks=relinks,
     )
 
 
@@ -68,39 +100,34 @@ def identify(
     """Record one checkout; answer with its whole customer. Retry-safe as a unit.
 
     request_id goes into the merge history with every change the checkout makes."""
-    rows = repository.find_customer(conn, email, phone_number)
-    if _plan(rows, email, phone_number).changes_nothing:
-        return consolidate(rows), Outcome.UNCHANGED
-    seen_primary_ids = [row.id for row in rows if row.is_primary]
-    return _write(conn, email, phone_number, seen_primary_ids, request_id)
+    plan = _plan(repository.find_customer(conn, email, phone_number), email, phone_number)
+    if plan.changes_nothing:
+        return consolidate(plan.answer_rows(None)), Outcome.UNCHANGED
+    return _write(conn, email, phone_number, plan.root_ids, request_id)
 
 
 def _write(
     conn,
     email: str | None,
     phone_number: str | None,
-    seen_primary_ids: list[int],
+    seen_root_ids: list[int],
     request_id: str | None,
 ) -> tuple[Customer, Outcome]:
-    rows = repository.begin_locked(conn, email, phone_number, seen_primary_ids)
-    primary_ids = [row.id for row in rows if row.is_primary]
-    if not set(primary_ids) <= set(seen_primary_ids):
-        # A primary we do not hold appeared (a merge or a new customer committed while
-        # we waited). Locking it now could break the lock order: run_unit rolls back and
-        # starts again.
+    rows = repository.begin_locked(conn, email, phone_number, seen_root_ids)
+    plan = _plan(rows, email, phone_number)
+    if not set(plan.root_ids) <= set(seen_root_ids):
+        # A customer we do not hold appeared (a merge, a new customer or a relink
+        # committed while we waited). Locking it now could break the lock order:
+        # run_unit rolls back and starts again.
         raise CustomerChanged()
 
-    plan = _plan(rows, email, phone_number)
     demotion = {"survivor_id": plan.survivor.id, "loser_ids": plan.losers} if plan.losers else None
     linked_id = plan.survivor.id if plan.survivor else None
     request = {"email": email, "phone_number": phone_number, "request_id": request_id}
-    new_row = repository.write_and_commit(conn, request, demotion, linked_id, plan.insert)
-
-    if plan.losers:
-        rows = [_demoted(row, plan.survivor.id, plan.losers) for row in rows]
-    if new_row:
-        rows.append(new_row)
-    return consolidate(rows), _outcome(plan)
+    new_row = repository.write_and_commit(
+        conn, request, plan.relinks, demotion, linked_id, plan.insert
+    )
+    return consolidate(plan.answer_rows(new_row)), _outcome(plan)
 
 
 def _outcome(plan: _Plan) -> Outcome:

@@ -5,6 +5,7 @@ always bound, never formatted into the SQL. Column names are unquoted in the sch
 PostgreSQL spells them in lower case (linkedid, linkprecedence, ...).
 """
 
+import hashlib
 from datetime import datetime
 from typing import NamedTuple
 
@@ -22,18 +23,23 @@ class ContactRow(NamedTuple):
         return self.link_precedence == "primary"
 
 
-# The whole customer (SPEC §5, set C) of the rows in `matched`, oldest row first. The
-# look-ups below differ only in how they find `matched`.
+# Every live row of the stored groups that the rows in `matched` belong to, oldest row
+# first: SPEC §5's set C, or more when orphans are involved (reconcile and linking decide
+# which of these rows form the customer). The look-ups below differ only in how they find
+# `matched`.
 #
-#   ancestry   Walks linkedId upwards from every matched row until it reaches rows that
-#              link to nothing: the primaries of the customers the matched rows touch.
-#              Invariant §6.1 keeps every walk to one step; UNION (not UNION ALL) drops
-#              repeats, so the walk ends even on data that breaks the invariant. The
-#              parent is fetched in a LATERAL subquery with LIMIT 1, which the planner
-#              cannot turn into a hash join: always a primary-key look-up, even while the
-#              table's statistics are stale (a young, fast-growing table).
-#   customer   C: those primaries and every row that links to them (an index look-up
-#              each: by id, then by linkedId), live rows only.
+#   ancestry   Walks linkedId upwards from every matched row through live rows. Invariant
+#              §6.1 keeps every walk to one step; UNION (not UNION ALL) drops repeats, so
+#              the walk ends even on data that breaks the invariant. The parent is fetched
+#              in a LATERAL subquery with LIMIT 1, which the planner cannot turn into a
+#              hash join: always a primary-key look-up, even while the table's statistics
+#              are stale (a young, fast-growing table).
+#   roots      Where the walks lead: a live primary, or the id of a soft-deleted primary
+#              whose live secondaries are orphans (SPEC §2).
+#   groups     Each root and every live row that links to it: an index look-up each, by
+#              id and by linkedId, in a LATERAL subquery so that the planner cannot choose
+#              a hash join over the whole table. DISTINCT drops the repeats that a chain
+#              (data breaking §6.1) would bring.
 _CUSTOMER_OF_MATCHED = """
 ancestry (id, linkedId) AS (
     SELECT id, linkedId FROM matched
@@ -45,16 +51,19 @@ ancestry (id, linkedId) AS (
             WHERE id = ancestry.linkedId AND deletedAt IS NULL
             LIMIT 1) AS parent
 ),
-primaries AS (
-    SELECT id FROM ancestry WHERE linkedId IS NULL
+roots AS (
+    SELECT DISTINCT COALESCE(linkedId, id) AS id FROM ancestry
 ),
-customer AS (
-    SELECT contact.* FROM primaries JOIN contact ON contact.id = primaries.id
-    UNION ALL
-    SELECT contact.* FROM primaries JOIN contact ON contact.linkedId = primaries.id
+groups AS (
+    SELECT member.*
+      FROM roots
+     CROSS JOIN LATERAL (
+           SELECT * FROM contact WHERE id = roots.id
+           UNION ALL
+           SELECT * FROM contact WHERE linkedId = roots.id AND deletedAt IS NULL) AS member
 )
-SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
-  FROM customer
+SELECT DISTINCT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+  FROM groups
  WHERE deletedAt IS NULL
  ORDER BY createdAt, id
 """
@@ -94,24 +103,31 @@ PREPARED_STATEMENTS = {
 EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s)"
 
 # Starts the write transaction and takes, in one fixed global order, every lock the
-# write needs (see README, "Concurrency"):
+# write needs (see docs/write-path.md):
 #   1. one transaction-scoped advisory lock per request value, in key order: a writer
 #      that may store a value holds that value's lock, so no two writers can both see a
-#      value as new;
-#   2. a row lock on each primary the caller saw, in id order: only the holder of a
-#      primary's lock may demote it or add, re-point or change rows under it.
-# Advisory locks before row locks, each kind sorted: two writers can never wait on each
-# other in a cycle. The customer is then read again by a new statement, which in READ
-# COMMITTED sees everything committed before the locks were granted.
-LOCK_VALUES = """
-SELECT pg_advisory_xact_lock(key)
-  FROM (SELECT DISTINCT hashtextextended(value, 0) AS key
-          FROM unnest(%(values)s::text[]) AS value
-         ORDER BY key) AS keys
-"""
+#      value as new. The keys are 64-bit hashes computed in Python (value_lock_keys):
+#      no e-mail or phone number appears in this statement's text, which PostgreSQL
+#      logs when a lock times out;
+#   2. one transaction-scoped advisory lock per customer root the caller saw, in id
+#      order, in the two-key space (ROOT_LOCK_SPACE, id), which never overlaps the
+#      one-key space of the value locks: only the holder of a root's lock may demote it
+#      or add, re-point or change rows under it.
+# Advisory locks only, never a row lock: a lock on a row id stays harmless when the row
+# has meanwhile stopped being a primary, so two writers can never wait on each other in
+# a cycle, whatever the order of ids and creation times. And no row is touched before the
+# first write, so the transaction gets its id (xid) only after every lock is held.
+# The caller then reads the customer again by a new statement, which in READ COMMITTED
+# sees everything committed before the locks were granted.
+ROOT_LOCK_SPACE = 1
 
-LOCK_PRIMARIES = """
-SELECT id FROM contact WHERE id = ANY(%(primary_ids)s) ORDER BY id FOR UPDATE
+BEGIN_AND_LOCK = """
+BEGIN;
+SELECT pg_advisory_xact_lock(key)
+  FROM (SELECT DISTINCT key FROM unnest(%(value_keys)s::bigint[]) AS key ORDER BY key) AS keys;
+SELECT pg_advisory_xact_lock(%(space)s, root_id)
+  FROM (SELECT DISTINCT root_id FROM unnest(%(root_ids)s::integer[]) AS root_id
+         ORDER BY root_id) AS roots
 """
 
 # SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
@@ -140,6 +156,30 @@ SELECT %(request_id)s, 'primary_demoted', loser_id, %(survivor_id)s,
 UNION ALL
 SELECT %(request_id)s, 'rows_repointed', loser_id, %(survivor_id)s, NULL, NULL, row_ids
   FROM former_links
+"""
+
+# Stores the links that linking.relink decided (orphans of a deleted primary, or the
+# rows left after a detach): relinked_ids[n] now points at relinked_to[n] (null: it
+# becomes a primary). One customer_split event per resulting customer that changed, with
+# its primary and the rows that now point at it.
+RELINK_ROWS = """
+WITH new_link AS (
+    SELECT * FROM unnest(%(relinked_ids)s::integer[], %(relinked_to)s::integer[])
+               AS link (id, linkedId)
+),
+relinked AS (
+    UPDATE contact
+       SET linkedId = new_link.linkedId,
+           linkPrecedence = CASE WHEN new_link.linkedId IS NULL THEN 'primary' ELSE 'secondary' END
+      FROM new_link
+     WHERE contact.id = new_link.id AND contact.deletedAt IS NULL
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, repointedIds)
+SELECT %(request_id)s, 'customer_split', primary_id, primary_id,
+       array_agg(id ORDER BY id) FILTER (WHERE linkedId IS NOT NULL)
+  FROM (SELECT id, linkedId, COALESCE(linkedId, id) AS primary_id FROM new_link) AS link
+ GROUP BY primary_id
+ ORDER BY primary_id
 """
 
 # A new row, primary when linked_id is null, and its customer_created or secondary_added
@@ -183,13 +223,14 @@ SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber
 """
 
 
-def _lock_keys(email: str | None, phone_number: str | None) -> list[str]:
-    keys = []
-    if email is not None:
-        keys.append("email:" + email)
-    if phone_number is not None:
-        keys.append("phone:" + phone_number)
-    return keys
+def value_lock_keys(email: str | None, phone_number: str | None) -> list[int]:
+    """The advisory-lock keys of a request's values: 64-bit BLAKE2b hashes, sorted."""
+    keys = set()
+    for kind, value in (("email", email), ("phone", phone_number)):
+        if value is not None:
+            digest = hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=8).digest()
+            keys.add(int.from_bytes(digest, "big", signed=True))
+    return sorted(keys)
 
 
 def prepare_statements(conn) -> None:
@@ -206,20 +247,21 @@ def find_customer(conn, email: str | None, phone_number: str | None) -> list[Con
 
 
 def begin_locked(
-    conn, email: str | None, phone_number: str | None, primary_ids: list[int]
+    conn, email: str | None, phone_number: str | None, root_ids: list[int]
 ) -> list[ContactRow]:
-    """BEGIN, take the locks of a write, and re-read the customer: one round trip."""
-    params = {
-        "values": _lock_keys(email, phone_number),
-        "primary_ids": sorted(primary_ids),
-        "email": email,
-        "phone_number": phone_number,
-    }
+    """BEGIN, take the locks of a write, and re-read the customer.
+
+    Two round trips: the locks first, in a statement without any value, then the
+    re-read, so that a lock timeout never logs the request's values."""
+    lock_all(conn, value_lock_keys(email, phone_number), root_ids)
+    return find_customer(conn, email, phone_number)
+
+
+def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> None:
+    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK)."""
+    params = {"value_keys": value_keys, "space": ROOT_LOCK_SPACE, "root_ids": sorted(root_ids)}
     with conn.cursor() as cur:
-        cur.execute(
-            ";".join(["BEGIN", LOCK_VALUES, LOCK_PRIMARIES, EXECUTE_RESOLVE_CUSTOMER]), params
-        )
-        return [ContactRow(*row) for row in cur]
+        cur.execute(BEGIN_AND_LOCK, params)
 
 
 def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
@@ -232,32 +274,58 @@ def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
 def write_and_commit(
     conn,
     request: dict,
+    relinks: dict[int, int | None],
     demotion: dict | None,
     linked_id: int | None,
     insert: bool,
 ) -> ContactRow | None:
     """The write's statements and COMMIT, in one round trip; the new row, if any.
 
-    request: the checkout's email, phone_number and request_id. demotion: survivor_id
-    and loser_ids for DEMOTE_PRIMARIES, or None. insert: whether to INSERT_CONTACT a row
-    linked to linked_id. The new row is read back after the COMMIT through currval,
-    which stays set in this session. (The connection is in autocommit mode and the
-    transaction began with an explicit BEGIN, so psycopg2's conn.commit() would do
-    nothing: the COMMIT is ours to send.)"""
-    statements = ([DEMOTE_PRIMARIES] if demotion else []) + ([INSERT_CONTACT] if insert else [])
+    request: the checkout's email, phone_number and request_id. relinks: {row id: new
+    linkedId} for RELINK_ROWS (orphans stored as SPEC §2 presents them), applied first.
+    demotion: survivor_id and loser_ids for DEMOTE_PRIMARIES, or None. insert: whether
+    to INSERT_CONTACT a row linked to linked_id. The new row is read back after the
+    COMMIT through currval, which stays set in this session. (The connection is in
+    autocommit mode and the transaction began with an explicit BEGIN, so psycopg2's
+    conn.commit() would do nothing: the COMMIT is ours to send.)"""
+    statements = (
+        ([RELINK_ROWS] if relinks else [])
+        + ([DEMOTE_PRIMARIES] if demotion else [])
+        + ([INSERT_CONTACT] if insert else [])
+    )
     statements.append("COMMIT")
     if insert:
         statements.append(SELECT_INSERTED_CONTACT)
-    params = {**request, **(demotion or {}), "linked_id": linked_id}
+    params = {
+        **request,
+        **(demotion or {}),
+        **_relink_params(relinks),
+        "linked_id": linked_id,
+    }
     with conn.cursor() as cur:
         cur.execute(";".join(statements), params)
         return ContactRow(*cur.fetchone()) if insert else None
 
 
-def customer_history(conn, row_ids: list[int]) -> list[tuple]:
+def _relink_params(relinks: dict[int, int | None]) -> dict:
+    return {"relinked_ids": list(relinks), "relinked_to": list(relinks.values())}
+
+
+def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list[tuple]]:
+    """The stored group of a row and every event about its rows, in one snapshot.
+
+    A read-only REPEATABLE READ transaction: both statements see the same committed
+    state, so a merge that commits in between shows in both or in neither."""
     with conn.cursor() as cur:
-        cur.execute(CUSTOMER_HISTORY, {"row_ids": row_ids})
-        return cur.fetchall()
+        cur.execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" + RESOLVE_CUSTOMER_OF_CONTACT,
+            {"contact_id": contact_id},
+        )
+        rows = [ContactRow(*row) for row in cur]
+        cur.execute(CUSTOMER_HISTORY, {"row_ids": [row.id for row in rows]})
+        events = cur.fetchall()
+        cur.execute("COMMIT")
+        return rows, events
 
 
 def schema_present(conn) -> bool:

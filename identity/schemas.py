@@ -154,7 +154,15 @@ class HistoryEvent(Schema):
     kind = fields.String(
         required=True,
         metadata={
-            "enum": ["customer_created", "secondary_added", "primary_demoted", "rows_repointed"]
+            "enum": [
+                "customer_created",
+                "secondary_added",
+                "primary_demoted",
+                "rows_repointed",
+                "customer_split",
+                "value_detached",
+                "customer_erased",
+            ]
         },
     )
     contactId = fields.Integer(required=True, attribute="contact_id")

@@ -112,8 +112,11 @@ def replay_links(db) -> dict[int, int | None]:
                 links[contact_id] = None
             elif kind in ("secondary_added", "primary_demoted"):
                 links[contact_id] = primary_id
-            else:  # rows_repointed
+            elif kind == "rows_repointed":
                 links.update(dict.fromkeys(repointed_ids, primary_id))
+            elif kind == "customer_split":
+                links[contact_id] = None
+                links.update(dict.fromkeys(repointed_ids or [], primary_id))
     return links
 
 

@@ -7,6 +7,7 @@ import psycopg2
 import pytest
 
 from conftest import identify, replay_links, rows
+from identity import lookups, reconcile, repository
 
 
 def history(client, contact_id):
@@ -77,3 +78,30 @@ def test_replaying_the_history_rebuilds_the_current_links(client, db, seed):
             "the sequence should include merges of customers with secondaries"
         )
     assert replay_links(db) == {row[0]: row[3] for row in rows(db)}
+
+
+def test_history_reads_the_customer_and_its_events_in_one_snapshot(client, db, database_url):
+    """A merge committing between the two reads must not show in only one of them."""
+    identify(client, {"email": "b@x.io", "phoneNumber": "1"})  # row 1, the older
+    identify(client, {"email": "a@x.io", "phoneNumber": "2"})  # row 2
+    merger = psycopg2.connect(database_url)
+    merger.autocommit = True
+    repository.prepare_statements(merger)
+
+    class MergeAfterFirstRead(psycopg2.extensions.cursor):
+        def execute(self, query, params=None):
+            super().execute(query, params)
+            if not merged:
+                merged.append(reconcile.identify(merger, "a@x.io", "1"))  # 2 joins 1
+
+    merged: list = []
+    reader = psycopg2.connect(database_url, cursor_factory=MergeAfterFirstRead)
+    reader.autocommit = True
+    try:
+        story = lookups.history(reader, 2)
+    finally:
+        reader.close()
+        merger.close()
+    assert merged, "the merge ran"
+    assert story.primary_contact_id == 2
+    assert [event.kind for event in story.events] == ["customer_created"]
