@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import config, db, errors, observability
+from . import config, console, db, errors, observability
 from .audit import audit_command
 from .blocklist import Blocklist
 from .metrics import Metrics
@@ -29,4 +29,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import bp
 
     app.register_blueprint(bp)
+    console.init_app(app)
     return app

@@ -10,6 +10,11 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _list(name: str) -> list[str]:
+    """A comma-separated setting: blanks and surrounding white space dropped."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 def from_environment() -> dict:
     threads = _int("THREADS", 8)
     return {
@@ -29,4 +34,10 @@ def from_environment() -> dict:
         # default, recommended, or the path of a JSON list (see identity/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
+        # The support console (identity/console): who may sign in, and the key that signs
+        # its session cookie (derived per deployment when unset: see console/auth.py).
+        "SUPPORT_TOKENS": _list("SUPPORT_TOKENS"),
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
+        # Mark the session cookie Secure even when a TLS proxy hides HTTPS from us.
+        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "true",
     }

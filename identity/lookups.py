@@ -60,3 +60,8 @@ def history(conn, contact_id: int) -> History:
     rows = _rows_of_contact(conn, contact_id)
     events = repository.customer_history(conn, [row.id for row in rows])
     return History(consolidate(rows).primary_contact_id, [Event(*event) for event in events])
+
+
+def customer_rows(conn, contact_id: int) -> list[repository.ContactRow]:
+    """Every live row of the customer of contact_id, oldest first (the support console)."""
+    return _rows_of_contact(conn, contact_id)
