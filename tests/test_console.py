@@ -340,7 +340,7 @@ def test_the_api_is_not_given_a_content_security_policy_or_a_cookie(client):
 
 
 @pytest.mark.parametrize(
-    "text, primary",
+    "text, row",
     [
         ("lorraine@hillvalley.edu", 1),
         ("  McFly@HillValley.EDU ", 1),  # normalised as POST /identify does
@@ -348,15 +348,15 @@ def test_the_api_is_not_given_a_content_security_policy_or_a_cookie(client):
         ("123-456", 1),
         ("(123) 456", 1),
         ("999", 3),
-        ("#2", 1),
-        ("2", 1),  # no phone number "2": the contact id
+        ("#2", 2),  # a contact id shows the customer from that row
+        ("2", 2),  # no phone number "2": the contact id
     ],
 )
-def test_search_leads_to_the_customer_page(staff, text, primary):
+def test_search_leads_to_the_customer_page(staff, text, row):
     seed_customer(staff)
     response = search(staff, text)
     assert response.status_code == 303
-    assert response.headers["Location"].endswith(f"/console/contacts/{primary}")
+    assert response.headers["Location"].endswith(f"/console/contacts/{row}")
 
 
 def test_search_keeps_personal_data_out_of_the_url(staff):
@@ -430,6 +430,17 @@ def test_the_customer_page_draws_a_node_per_row_and_an_edge_per_shared_value(sta
     # 2 shares the phone of 1, 4 the e-mail of 1
     assert svg.count('class="edge edge-phone"') == 1
     assert svg.count('class="edge edge-email"') == 1
+
+
+def test_the_graph_draws_a_merge_that_added_no_row(staff):
+    identify(staff, {"email": "a@hillvalley.edu", "phoneNumber": "100"})
+    identify(staff, {"email": "b@hillvalley.edu", "phoneNumber": "200"})
+    identify(staff, {"email": "a@hillvalley.edu", "phoneNumber": "200"})  # joins 2 to 1
+    page = text_of(staff.get("/console/contacts/2"))
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert svg.count("<circle") == 2
+    assert re.findall(r'class="edge edge-(\w+)"', svg) == ["merge"]
+    assert "#1 and #2 were merged by a checkout" in svg
 
 
 def test_the_customer_page_shows_the_history(staff):
@@ -551,6 +562,7 @@ def test_a_confirmed_detach_says_it_is_not_available_yet_and_changes_nothing(sta
     )
     assert response.status_code == 501
     assert "Not available yet" in text_of(response)
+    assert 'href="/console/contacts/2">Back to the customer</a>' in text_of(response)
     assert rows(db) == before
 
 

@@ -1,15 +1,20 @@
 """The picture of a customer: a node per row, an edge between rows that share a value.
 
 Coordinates are computed here and drawn as inline SVG by the template, so the page needs
-no script. The primary sits in the centre; the other rows fill concentric rings, nearest
-first in the order of a breadth-first walk from the primary (rows that share a value with
-the primary, then rows one more step away, ...), each group ordered by where the row it was
-reached from sits, which keeps most edges short. Ring spacing keeps nodes apart whatever the
-size of the customer: a few hundred rows make about ten rings.
+no script. The primary sits in the centre; the other rows fill concentric rings, inner
+rings first, each ring clockwise from the top. They are taken in the order of a walk from
+the primary in which every row comes right after the row it hangs from: neighbours land
+in neighbouring places and most edges stay short. Ring spacing keeps nodes apart whatever
+the size of the customer: a few hundred rows make about ten rings.
 
 A value carried by many rows would draw an edge between every two of them (a phone number
 on 300 rows: 44,850 edges). Each value is drawn instead as a star from the oldest row that
 carries it to every other: as connected, at most two edges per row.
+
+Rows can belong to one customer without sharing a value: a checkout whose e-mail was known
+to one customer and whose phone number to another merges them without adding a row. The
+history records each such merge (primary_demoted), and the graph draws it as an edge of its
+own between the demoted primary and the one it joined, so every link has a line.
 """
 
 import math
@@ -22,6 +27,7 @@ NODE_RADIUS = 15
 NODE_SPACING = 40  # between neighbours on a ring, centre to centre
 RING_GAP = 48  # between rings
 MARGIN = NODE_RADIUS + 8
+MIN_DISPLAY_SIZE = 320
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    kind: str  # "email", "phone" or "both": what the two rows share
+    kind: str  # "email", "phone", "both" (what the rows share) or "merge" (see above)
     source: Node
     target: Node
 
@@ -46,49 +52,88 @@ class Edge:
 class Graph:
     nodes: list[Node]
     edges: list[Edge]
-    size: float  # width and height of the square picture
+    size: float  # width and height of the square picture, in picture units
 
     @property
     def view_box(self) -> str:
         return f"{-self.size / 2:.0f} {-self.size / 2:.0f} {self.size:.0f} {self.size:.0f}"
 
+    @property
+    def display_size(self) -> int:
+        """Pixels on screen: a small customer is drawn up to twice as large, to be legible."""
+        return round(max(self.size, min(2 * self.size, MIN_DISPLAY_SIZE)))
 
-def shared_value_pairs(rows: list[ContactRow]) -> dict[tuple[int, int], set[str]]:
-    """(first carrier, other carrier) → the kinds of value they share, one star per value."""
+
+def merges_of(history) -> list[tuple[int, int]]:
+    """(demoted primary, the primary it joined) for every merge in a customer's history."""
+    return [
+        (event.contact_id, event.primary_id)
+        for event in history.events
+        if event.kind == "primary_demoted"
+    ]
+
+
+def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
+    """(row id, row id) → what links them: the kinds of value they share, and "merge".
+
+    Each value is a star from its oldest carrier; merges between rows no longer in the
+    customer are left out."""
     first_carrier: dict[tuple[str, str], int] = {}
-    pairs: dict[tuple[int, int], set[str]] = {}
+    links: dict[tuple[int, int], set[str]] = {}
     for row in rows:  # oldest first
         for kind, value in (("email", row.email), ("phone", row.phone_number)):
             if value is None:
                 continue
             first = first_carrier.setdefault((kind, value), row.id)
             if first != row.id:
-                pairs.setdefault((first, row.id), set()).add(kind)
-    return pairs
+                links.setdefault(tuple(sorted((first, row.id))), set()).add(kind)
+    live = {row.id for row in rows}
+    for demoted, survivor in merges:
+        if demoted in live and survivor in live and demoted != survivor:
+            links.setdefault(tuple(sorted((demoted, survivor))), set()).add("merge")
+    return links
 
 
-def _walk_order(rows: list[ContactRow], pairs) -> list[tuple[ContactRow, int | None]]:
-    """Rows in breadth-first order from the primary, each with the row it was reached from.
+def _edge_kind(kinds: set[str]) -> str:
+    if {"email", "phone"} <= kinds:
+        return "both"
+    for kind in ("email", "phone"):
+        if kind in kinds:
+            return kind
+    return "merge"
 
-    Rows the walk cannot reach (possible only in data that breaks the invariants) come
-    last, so every row is drawn."""
+
+def _walk_order(rows: list[ContactRow], links) -> list[ContactRow]:
+    """The rows in the order they are placed: a depth-first walk of the shortest paths
+    from the primary, so each row comes right after the row it hangs from, and the rows
+    hanging from it follow it.
+
+    Rows no path reaches (possible only in data that breaks the invariants) come last,
+    so every row is drawn."""
     by_id = {row.id: row for row in rows}
     neighbours: dict[int, list[int]] = {row.id: [] for row in rows}
-    for first, other in pairs:
+    for first, other in links:
         neighbours[first].append(other)
         neighbours[other].append(first)
     start = next((row for row in rows if row.is_primary), rows[0])
-    order, parent_of = [], {start.id: None}
+    # Breadth first: each row's parent is on a shortest path from the primary.
+    children: dict[int, list[int]] = {row.id: [] for row in rows}
+    reached = {start.id}
     queue = deque([start.id])
     while queue:
         row_id = queue.popleft()
-        order.append((by_id[row_id], parent_of[row_id]))
         for neighbour in sorted(neighbours[row_id]):
-            if neighbour not in parent_of:
-                parent_of[neighbour] = row_id
+            if neighbour not in reached:
+                reached.add(neighbour)
+                children[row_id].append(neighbour)
                 queue.append(neighbour)
-    order += [(row, None) for row in rows if row.id not in parent_of]
-    return order
+    # Then depth first over that tree.
+    order, stack = [], [start.id]
+    while stack:
+        row_id = stack.pop()
+        order.append(by_id[row_id])
+        stack.extend(reversed(children[row_id]))
+    return order + [row for row in rows if row.id not in reached]
 
 
 def _ring_slots(count: int) -> list[tuple[float, float]]:
@@ -106,42 +151,18 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
     return slots
 
 
-def layout(rows: list[ContactRow]) -> Graph:
-    """Place the rows of one customer (oldest first, as the look-ups return them)."""
-    pairs = shared_value_pairs(rows)
-    walk = _walk_order(rows, pairs)
-    slots = _ring_slots(len(rows) - 1)
-    placed: dict[int, Node] = {}
-    slot_of: dict[int, int] = {}
-    centre, _ = walk[0]
-    placed[centre.id] = Node(centre, 0.0, 0.0)
-    slot_of[centre.id] = -1
-    # Rows are taken in walk order, but within one step of the walk the rows reached from
-    # an earlier-placed row come first: neighbours end up near the row they hang from.
-    remaining = walk[1:]
-    next_slot = 0
-    while remaining:
-        depth_group = _next_group(remaining, placed)
-        depth_group.sort(key=lambda item: (slot_of.get(item[1], len(rows)), item[0].id))
-        for row, _parent in depth_group:
-            x, y = slots[next_slot]
-            placed[row.id] = Node(row, x, y)
-            slot_of[row.id] = next_slot
-            next_slot += 1
-        remaining = remaining[len(depth_group) :]
+def layout(rows: list[ContactRow], merges: list[tuple[int, int]] = ()) -> Graph:
+    """Place the rows of one customer (oldest first, as the look-ups return them);
+    merges: (demoted primary, survivor) pairs from its history (merges_of)."""
+    links = _links(rows, merges)
+    centre, *others = _walk_order(rows, links)
+    placed = {centre.id: Node(centre, 0.0, 0.0)}
+    for row, (x, y) in zip(others, _ring_slots(len(others))):
+        placed[row.id] = Node(row, x, y)
     edges = [
-        Edge("both" if len(kinds) == 2 else next(iter(kinds)), placed[first], placed[other])
-        for (first, other), kinds in sorted(pairs.items())
+        Edge(_edge_kind(kinds), placed[first], placed[other])
+        for (first, other), kinds in sorted(links.items())
     ]
     reach = max((math.hypot(node.x, node.y) for node in placed.values()), default=0.0)
     return Graph([placed[row.id] for row in rows], edges, 2 * (reach + MARGIN))
 
-
-def _next_group(remaining, placed) -> list:
-    """The leading rows of the walk whose parents are all placed already (one depth)."""
-    group = []
-    for row, parent in remaining:
-        if parent is not None and parent not in placed:
-            break
-        group.append((row, parent))
-    return group

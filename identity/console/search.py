@@ -31,6 +31,7 @@ class SearchError(Exception):
 class Match:
     what: str  # how the text matched, for the page: "e-mail", "phone number", "contact id"
     primary_contact_id: int
+    contact_id: int  # the row to show the customer from: the one searched for, or the primary
 
 
 def _contact_id(text: str) -> int | None:
@@ -72,12 +73,13 @@ def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
     if not text:
         raise SearchError("type an e-mail address, a phone number or a contact id")
     if "@" in text:
-        found = [("e-mail", _customer_of_value(conn, _normalised(schema, "email", text), None))]
+        email = _normalised(schema, "email", text)
+        found = [("e-mail", _customer_of_value(conn, email, None), None)]
     elif text.startswith("#"):
         contact_id = _contact_id(text)
         if contact_id is None:
             raise SearchError("a contact id is # followed by a number")
-        found = [("contact id", _customer_of_contact(conn, contact_id))]
+        found = [("contact id", _customer_of_contact(conn, contact_id), contact_id)]
     else:
         contact_id = _contact_id(text)
         try:
@@ -88,11 +90,11 @@ def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
             phone_number = None  # a blocked phone number may still be a contact id
         found = []
         if phone_number is not None:
-            found.append(("phone number", _customer_of_value(conn, None, phone_number)))
+            found.append(("phone number", _customer_of_value(conn, None, phone_number), None))
         if contact_id is not None:
-            found.append(("contact id", _customer_of_contact(conn, contact_id)))
+            found.append(("contact id", _customer_of_contact(conn, contact_id), contact_id))
     matches: dict[int, Match] = {}
-    for what, primary_id in found:
+    for what, primary_id, contact_id in found:
         if primary_id is not None and primary_id not in matches:
-            matches[primary_id] = Match(what, primary_id)
+            matches[primary_id] = Match(what, primary_id, contact_id or primary_id)
     return list(matches.values())

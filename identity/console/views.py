@@ -13,7 +13,7 @@ from .. import lookups
 from ..db import DatabaseUnavailable, run_unit
 from ..reconcile import consolidate
 from . import actions, auth
-from .graph import layout
+from .graph import layout, merges_of
 from .search import MAX_CONTACT_ID, SearchError, search
 
 bp = Blueprint(
@@ -112,7 +112,7 @@ def find():
     except SearchError as error:
         return render_template("search.html", query=text, error=error.message), 400
     if len(matches) == 1:
-        return redirect(url_for("console.customer", contact_id=matches[0].primary_contact_id), 303)
+        return redirect(url_for("console.customer", contact_id=matches[0].contact_id), 303)
     status = 200 if matches else 404
     return render_template("search.html", query=text, matches=matches, searched=True), status
 
@@ -135,7 +135,7 @@ def customer(contact_id: int):
         contact_id=contact_id,
         rows=rows,
         customer=consolidate(rows),
-        graph=layout(rows),
+        graph=layout(rows, merges_of(history)),
         history=history,
     )
 
@@ -221,7 +221,12 @@ def erase(contact_id: int):
 
 
 def _error_page(status: int, title: str, message: str):
-    return render_template("error.html", title=title, message=message), status
+    # A refused step on a customer's page leads back to that customer.
+    contact_id = (request.view_args or {}).get("contact_id")
+    back = None
+    if contact_id and status != 404:
+        back = url_for("console.customer", contact_id=contact_id)
+    return render_template("error.html", title=title, message=message, back=back), status
 
 
 @bp.errorhandler(PageError)
