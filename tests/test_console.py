@@ -213,6 +213,7 @@ def test_removing_a_token_ends_the_sessions_it_opened(database_url, db):
         later = remote_client(after)
         later.set_cookie("console_session", cookie, path="/console")
         assert later.get("/console/").status_code == 303
+        assert "Signed in" not in text_of(later.get("/console/sign-in"))
     finally:
         close_pool(before)
         close_pool(after)
@@ -504,6 +505,17 @@ def test_the_graph_draws_a_value_shared_by_many_rows_as_a_star_not_a_clique():
     graph = layout(a_customer(300, shared_phones=1))  # one phone number on every row
     assert len(graph.edges) == 299
     assert all(edge.source.row.id == 1 for edge in graph.edges)
+    assert graph.crowded  # drawn with thin lines
+
+
+def test_a_chain_of_rows_is_not_crowded():
+    # Each row shares its e-mail with one neighbour and its phone with the other.
+    chain = [
+        row._replace(email=f"e{(row.id + 1) // 2}@x.io", phone_number=str(row.id // 2))
+        for row in a_customer(150)
+    ]
+    graph = layout(chain)
+    assert len(graph.edges) == 149 and not graph.crowded
 
 
 # --- corrections: the confirmation steps -------------------------------------------------------

@@ -27,6 +27,15 @@ STORY = [
 CHAIN_LENGTH = 150
 
 
+# A hub: one shop phone number typed at the till for 300 different people.
+HUB_SIZE = 300
+
+
+def hub_checkouts():
+    for n in range(HUB_SIZE):
+        yield {"email": f"walk-in{n}@shop.test", "phoneNumber": "+44 20 7946 9999"}
+
+
 def chain_checkouts():
     for n in range(CHAIN_LENGTH):
         yield {"email": f"r{(n + 1) // 2}@shop.test", "phoneNumber": f"+44 20 7946 {n // 2:04d}"}
@@ -35,13 +44,16 @@ def chain_checkouts():
 @pytest.fixture(scope="module")
 def customers(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    answers = [post_identify(connection, body) for body in [*STORY, *chain_checkouts()]]
+    customers = {}
+    seeds = {"story": STORY, "chain": chain_checkouts(), "hub": hub_checkouts()}
+    for name, checkouts in seeds.items():
+        answers = [post_identify(connection, body) for body in checkouts]
+        assert all(status == 200 for status, _, _ in answers)
+        customers[name] = answers[-1][2]["contact"]
     connection.close()
-    assert all(status == 200 for status, _, _ in answers)
-    story_primary = answers[len(STORY) - 1][2]["contact"]["primaryContactId"]
-    chain_primary = answers[-1][2]["contact"]["primaryContactId"]
-    assert len(answers[-1][2]["contact"]["secondaryContactIds"]) == CHAIN_LENGTH - 1
-    return {"story": story_primary, "chain": chain_primary}
+    assert len(customers["chain"]["secondaryContactIds"]) == CHAIN_LENGTH - 1
+    assert len(customers["hub"]["secondaryContactIds"]) == HUB_SIZE - 1
+    return {name: contact["primaryContactId"] for name, contact in customers.items()}
 
 
 def shoot(browser, name: str) -> None:
@@ -136,6 +148,12 @@ def test_a_support_person_works_through_the_console(browser, server, customers):
     shoot_graph(browser, "09-customer-of-150-rows-graph")
     shoot(browser, "09-customer-of-150-rows")
 
+    browser.get(f"{server.url}/console/contacts/{customers['hub']}")
+    wait_for_title(browser, "Customer #")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg .node")) == HUB_SIZE
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg .edge")) == HUB_SIZE - 1
+    shoot_graph(browser, "10-customer-of-300-rows-on-one-phone-graph")
+
     browser.find_element(By.XPATH, "//button[.='Sign out']").click()
     wait_for_title(browser, "Sign in")
     browser.get(f"{server.url}/console/")
@@ -155,6 +173,6 @@ def test_the_console_fits_a_phone_screen(browser, server, customers):
         page_width = browser.execute_script("return document.documentElement.scrollWidth")
         screen_width = browser.execute_script("return window.innerWidth")
         assert page_width <= screen_width
-        shoot(browser, "10-customer-on-a-phone")
+        shoot(browser, "11-customer-on-a-phone")
     finally:
         browser.set_window_size(1280, 900)

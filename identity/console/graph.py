@@ -18,7 +18,7 @@ own between the demoted primary and the one it joined, so every link has a line.
 """
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from ..repository import ContactRow
@@ -28,6 +28,7 @@ NODE_SPACING = 40  # between neighbours on a ring, centre to centre
 RING_GAP = 48  # between rings
 MARGIN = NODE_RADIUS + 8
 MIN_DISPLAY_SIZE = 320
+CROWDED_DEGREE = 12  # more edges than this at one row, and they cross other rows
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ class Graph:
     @property
     def view_box(self) -> str:
         return f"{-self.size / 2:.0f} {-self.size / 2:.0f} {self.size:.0f} {self.size:.0f}"
+
+    @property
+    def crowded(self) -> bool:
+        """Some row has so many edges that they pass behind other rows (drawn thinner)."""
+        degree = Counter()
+        for edge in self.edges:
+            degree.update((edge.source.row.id, edge.target.row.id))
+        return max(degree.values(), default=0) > CROWDED_DEGREE
 
     @property
     def display_size(self) -> int:

@@ -64,7 +64,7 @@ def page_globals():
     return {
         "csrf_field": auth.CSRF_FIELD,
         "csrf_token": auth.csrf_token,
-        "token_id": auth.token_id() if auth.sign_in_required() else None,
+        "token_id": auth.token_id() if auth.signed_in() else None,
         "local_access": not auth.sign_in_required(),
     }
 
