@@ -54,8 +54,7 @@ def _customer_of_contact(rows: list[repository.ContactRow], contact_id: int) -> 
 
 
 def customer_by_contact(conn, contact_id: int) -> Customer:
-    rows = repository.find_customer_of_contact(conn, contact_id)
-    return consolidate(_customer_of_contact(rows, contact_id))
+    return consolidate(customer_rows(conn, contact_id))
 
 
 def history(conn, contact_id: int) -> History:
@@ -70,3 +69,9 @@ def history(conn, contact_id: int) -> History:
         consolidate(customer).primary_contact_id,
         [Event(*event) for event in events if event[4] in ids],
     )
+
+
+def customer_rows(conn, contact_id: int) -> list[repository.ContactRow]:
+    """Every live row of the customer of contact_id, oldest first (the support console)."""
+    rows = repository.find_customer_of_contact(conn, contact_id)
+    return _customer_of_contact(rows, contact_id)
