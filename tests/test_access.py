@@ -7,6 +7,7 @@ clients only. 401 for no or an unknown token, 403 for another role's token.
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -540,6 +541,19 @@ def ip(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *arguments], capture_output=True, text=True, timeout=30)
 
 
+def unused_subnet() -> tuple[str, str]:
+    """The two addresses of a /30 of 10.200.0.0/16 that overlaps no network of this machine."""
+    in_use = [
+        ipaddress.ip_interface(line.split()[3]).network
+        for line in ip("-o", "-4", "addr").stdout.splitlines()
+    ]
+    while True:
+        third, fourth = random.randrange(256), 4 * random.randrange(64)
+        subnet = ipaddress.ip_network(f"10.200.{third}.{fourth}/30")
+        if not any(subnet.overlaps(network) for network in in_use):
+            return tuple(str(address) for address in subnet.hosts())
+
+
 @pytest.fixture
 def namespace():
     """A network namespace joined to ours by a veth pair, on a /30 of 10.200.0.0/16 that
@@ -550,13 +564,7 @@ def namespace():
         pytest.skip("creating a network namespace needs the ip command (iproute2)")
     tag = secrets.token_hex(4)
     name, ours, theirs = f"identity-access-{tag}", f"ida{tag}h", f"ida{tag}n"
-    in_use = ip("-o", "addr").stdout
-    while True:
-        subnet = f"10.200.{random.randrange(256)}.{4 * random.randrange(64)}"
-        base = subnet.rsplit(".", 1)
-        host, client = (f"{base[0]}.{int(base[1]) + n}" for n in (1, 2))
-        if f" {host}/" not in in_use and f" {client}/" not in in_use:
-            break
+    host, client = unused_subnet()
     created = ip("netns", "add", name)
     if created.returncode != 0:
         pytest.skip(f"this machine does not allow a network namespace: {created.stderr.strip()}")
@@ -572,6 +580,9 @@ def namespace():
         ):
             done = ip(*step)
             assert done.returncode == 0, f"ip {' '.join(step)}: {done.stderr}"
+        entered = ip("netns", "exec", name, "true")
+        if entered.returncode != 0:
+            pytest.skip(f"this machine does not allow entering a namespace: {entered.stderr}")
         yield name, host
     finally:
         ip("link", "del", ours)
