@@ -541,6 +541,27 @@ def ip(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *arguments], capture_output=True, text=True, timeout=30)
 
 
+# Namespaces are named after the test process, so that one left by a run that was killed
+# before it could clean up is recognised and removed by the next run.
+NAMESPACE_PREFIX = "identity-access-"
+
+
+def remove_namespaces_of_killed_runs() -> None:
+    for line in ip("netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        owner = name.removeprefix(NAMESPACE_PREFIX).split("-")[0]
+        if name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not alive(int(owner)):
+            ip("netns", "del", name)  # its end of the veth pair goes with it, and so the pair
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def unused_subnet() -> tuple[str, str]:
     """The two addresses of a /30 of 10.200.0.0/16 that overlaps no network of this machine."""
     in_use = [
@@ -562,8 +583,9 @@ def namespace():
         pytest.skip("creating a network namespace needs root")
     if not shutil.which("ip"):
         pytest.skip("creating a network namespace needs the ip command (iproute2)")
+    remove_namespaces_of_killed_runs()
     tag = secrets.token_hex(4)
-    name, ours, theirs = f"identity-access-{tag}", f"ida{tag}h", f"ida{tag}n"
+    name, ours, theirs = f"{NAMESPACE_PREFIX}{os.getpid()}-{tag}", f"ida{tag}h", f"ida{tag}n"
     host, client = unused_subnet()
     created = ip("netns", "add", name)
     if created.returncode != 0:
