@@ -3,6 +3,7 @@
 import json
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.routing import IntegerConverter
 
 from . import lookups, reconcile, repository
 from .db import run_unit
@@ -12,8 +13,24 @@ from .schemas import customer_history, identify_response
 
 bp = Blueprint("identity", __name__)
 _openapi_document = build_spec()
-# Row ids are PostgreSQL integers: a larger id in a path is simply not found.
-_MAX_ID = 2**31 - 1
+
+
+class ContactIdConverter(IntegerConverter):
+    """A row id in a path: ASCII digits only. Werkzeug's int accepts any Unicode digit
+    (/contacts/١ would be row 1); row ids are PostgreSQL integers, so a larger id is
+    simply not found."""
+
+    regex = r"[0-9]+"
+
+    def __init__(self, url_map):
+        super().__init__(url_map, max=2**31 - 1)
+
+
+bp.record_once(lambda state: state.app.url_map.converters.update(contact_id=ContactIdConverter))
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json_object() -> dict:
@@ -24,8 +41,9 @@ def _json_object() -> dict:
         )
     try:
         # Our own parse rather than request.get_json(): deeply nested input raises
-        # RecursionError, which must be a 400 like any other malformed body.
-        body = json.loads(request.get_data())
+        # RecursionError, which must be a 400 like any other malformed body; and Python
+        # accepts NaN and Infinity, which RFC 8259 does not.
+        body = json.loads(request.get_data(), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -64,12 +82,12 @@ def look_up():
     return _answer(customer, query["ignored"])
 
 
-@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>")
+@bp.get("/contacts/<contact_id:contact_id>")
 def contact(contact_id: int):
     return _answer(run_unit(lambda conn: lookups.customer_by_contact(conn, contact_id)), [])
 
 
-@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>/history")
+@bp.get("/contacts/<contact_id:contact_id>/history")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
 
