@@ -160,7 +160,6 @@ def _create_pool(config, metrics) -> Pool:
     if not config["DATABASE_URL"]:
         raise DatabaseUnreachable("DATABASE_URL is not set")
     dsn = extensions.make_dsn(config["DATABASE_URL"], **connection_parameters(config))
-    deadline_s = config["REQUEST_DEADLINE_S"]
     timeouts = _session_timeouts(config, config["REQUEST_DEADLINE_S"])
 
     def connect() -> ServiceConnection:

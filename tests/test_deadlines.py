@@ -128,7 +128,9 @@ def test_frozen_database_processes_get_a_503_within_the_deadline_and_recover(pri
 def test_a_row_lock_held_elsewhere_is_a_503_lock_timeout_within_the_deadline(
     db, database_url, caplog
 ):
-    deadline_s = 2
+    """With a 3 s deadline: a first lock wait of LOCK_TIMEOUT_MS (2 s), a retry whose
+    lock_timeout is cut to what the deadline leaves, then the 503."""
+    deadline_s = 3
     app = create_app(
         {
             "TESTING": True,
@@ -151,6 +153,10 @@ def test_a_row_lock_held_elsewhere_is_a_503_lock_timeout_within_the_deadline(
         with db.cursor() as cur:
             cur.execute("ROLLBACK")
 
+    retries = app.extensions["identity_metrics"].registry.get_sample_value(
+        "identity_transaction_retries_total", {"cause": "LockNotAvailable"}
+    )
+    assert retries >= 1
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1 and "lock_timeout" in warnings[0].getMessage()
     assert "hillvalley" not in caplog.text and "123456" not in caplog.text
