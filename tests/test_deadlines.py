@@ -20,8 +20,9 @@ import pytest
 from conftest import identify, wait_for
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.db import apply_schema, close_pool, pool_of
+from identity.db import apply_schema, close_pool, get_db, pool_of
 from identity.embedded import EmbeddedPostgres
+from identity.metrics import Metrics
 from identity.pool import Pool, ServiceConnection
 from servers import ServerProcess
 
@@ -211,15 +212,33 @@ def test_a_database_that_never_answers_gives_8_concurrent_requests_their_503_in_
 def test_a_failed_connect_of_any_kind_gives_its_pool_slot_back(database_url):
     """psycopg2 refuses an invalid connection string with InternalError, not the
     OperationalError of a database that cannot be reached."""
-    metrics = create_app({"TESTING": True}).extensions["identity_metrics"]
     pool = Pool(
-        lambda: ServiceConnection(database_url + "?no_such_option=1"), 1, metrics.pool_waiting
+        lambda: ServiceConnection(database_url + "?no_such_option=1"), 1, Metrics(1).pool_waiting
     )
     for _ in range(3):  # a leaked slot would make the second checkout wait and fail
         with pytest.raises(psycopg2.Error) as raised:
             pool.checkout(time.monotonic() + 5)
         assert not isinstance(raised.value, psycopg2.OperationalError)
     pool.close()
+
+
+def test_service_connections_carry_keepalives_and_timeouts_from_the_deadline(app):
+    """Deadline 5 s (the default): its safety margin is 1 s."""
+    with app.test_request_context():
+        conn = get_db()
+        parameters = conn.get_dsn_parameters()
+        assert parameters["keepalives"] == "1" and parameters["tcp_user_timeout"] == "5000"
+        settings = {}
+        with conn.cursor() as cur:
+            names = ("idle_in_transaction_session_timeout", "lock_timeout", "statement_timeout")
+            for name in names:
+                cur.execute(f"SHOW {name}")
+                settings[name] = cur.fetchone()[0]
+    assert settings == {
+        "idle_in_transaction_session_timeout": "5s",
+        "lock_timeout": "2s",  # LOCK_TIMEOUT_MS, well within the deadline
+        "statement_timeout": "4500ms",  # half a margin before the deadline
+    }
 
 
 def test_an_unreachable_database_is_a_503_database_unreachable():
