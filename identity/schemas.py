@@ -30,7 +30,6 @@ _PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
 _PHONE_SEPARATORS = re.compile(r"[ \u00a0\u202f\-\u2010-\u2013\u2212.()]")
 # Loaded attribute name -> the request field's name, for messages and `ignored`.
 _FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
-_INVALID_EMAIL = "is not a valid e-mail address"
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ class AllValuesBlocked(Exception):
 class NormalisedEmail(fields.Field):
     """A string, trimmed, validated and normalised; blank means absent (SPEC §4).
 
-    The form stored and matched: the local part as typed, NFC-normalised and lower-cased;
-    the domain in Unicode (IDNA-decoded), so a-label and u-label spellings of one domain
+    The form stored and matched: the local part NFC-normalised and lower-cased; the
+    domain in Unicode (IDNA-decoded), so the a-label and u-label spellings of one domain
     (xn--bcher-kva.de, bücher.de, BÜCHER.DE) are one value: bücher.de."""
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -78,7 +77,7 @@ def _normalised_email(email: str) -> str:
         address = email_validator.validate_email(email, check_deliverability=False)
     except email_validator.EmailNotValidError:
         # The library's message may quote the address: ours never does.
-        raise ValidationError(_INVALID_EMAIL) from None
+        raise ValidationError("is not a valid e-mail address") from None
     return address.normalized.lower()
 
 
