@@ -4,11 +4,17 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from . import lookups, reconcile, repository
+from . import corrections, lookups, reconcile, repository
 from .db import run_unit
 from .errors import ApiError
 from .openapi import build_spec
-from .schemas import customer_history, identify_response
+from .schemas import (
+    customer_history,
+    detach_request,
+    detach_response,
+    erase_response,
+    identify_response,
+)
 
 bp = Blueprint("identity", __name__)
 _openapi_document = build_spec()
@@ -72,6 +78,27 @@ def contact(contact_id: int):
 @bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>/history")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
+
+
+# role: support
+@bp.post(f"/contacts/<int(max={_MAX_ID}):contact_id>/detach")
+def detach(contact_id: int):
+    order = detach_request.load(_json_object())
+    customers = run_unit(
+        lambda conn: corrections.detach(
+            conn, contact_id, order["kind"], order["value"], order["block"], g.request_id
+        )
+    )
+    if order["block"]:
+        current_app.extensions["identity_blocklist"].expire()
+    return detach_response.dump({"customers": customers})
+
+
+# role: support
+@bp.delete(f"/contacts/<int(max={_MAX_ID}):contact_id>")
+def erase(contact_id: int):
+    erased = run_unit(lambda conn: corrections.erase(conn, contact_id, g.request_id))
+    return erase_response.dump({"erased": erased})
 
 
 @bp.get("/healthz")

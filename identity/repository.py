@@ -204,6 +204,77 @@ event AS (
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt FROM new_row
 """
 
+# SPEC §9, detach: the value leaves every row in row_ids (the customer's rows holding it);
+# a row left with neither value is soft-deleted. One value_detached event per row, with
+# the value and the customer's primary at the time. kind is 'email' or 'phoneNumber'.
+DETACH_VALUE = """
+WITH detached AS (
+    UPDATE contact
+       SET email = CASE WHEN %(kind)s = 'email' THEN NULL ELSE email END,
+           phoneNumber = CASE WHEN %(kind)s = 'phoneNumber' THEN NULL ELSE phoneNumber END,
+           deletedAt = CASE WHEN (CASE WHEN %(kind)s = 'email' THEN phoneNumber ELSE email END)
+                                 IS NULL
+                            THEN clock_timestamp() END
+     WHERE id = ANY(%(row_ids)s) AND deletedAt IS NULL
+ RETURNING id
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber)
+SELECT %(request_id)s, 'value_detached', id, %(primary_id)s,
+       CASE WHEN %(kind)s = 'email' THEN %(value)s END,
+       CASE WHEN %(kind)s = 'phoneNumber' THEN %(value)s END
+  FROM detached
+ ORDER BY id
+"""
+
+# The stored blocklist (SPEC §9, "block": true): every server process reads it.
+BLOCK_VALUE = """
+INSERT INTO blocked_value (kind, value, requestId)
+VALUES (%(kind)s, %(value)s, %(request_id)s)
+ON CONFLICT (kind, value) DO NOTHING
+"""
+
+BLOCKED_VALUES = "SELECT kind, value FROM blocked_value"
+
+# SPEC §9, erase: the values of the customer's rows (row_ids) leave every history event
+# (by row, and by value for events about other rows), every soft-deleted row, and the
+# rows themselves, which are soft-deleted; then one customer_erased event without
+# personal data. The values are found by subqueries, never sent: the statement text,
+# which PostgreSQL may log, names only row ids. The history's trigger allows this one
+# change only in a transaction that set identity.erasing (sql/004_corrections.sql).
+# Each statement sees the previous ones' changes: the rows keep their values until the
+# last one.
+ERASE_CUSTOMER = """
+SELECT set_config('identity.erasing', 'on', true);
+
+UPDATE contact_event
+   SET email = NULL, phoneNumber = NULL
+ WHERE (email IS NOT NULL OR phoneNumber IS NOT NULL)
+   AND (contactId = ANY(%(row_ids)s)
+        OR email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+        OR phoneNumber IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)));
+
+UPDATE contact
+   SET email = CASE WHEN email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+                    THEN NULL ELSE email END,
+       phoneNumber = CASE WHEN phoneNumber IN (SELECT phoneNumber FROM contact
+                                                WHERE id = ANY(%(row_ids)s))
+                          THEN NULL ELSE phoneNumber END
+ WHERE deletedAt IS NOT NULL
+   AND (email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+        OR phoneNumber IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)));
+
+WITH erased AS (
+    UPDATE contact
+       SET email = NULL, phoneNumber = NULL, deletedAt = clock_timestamp()
+     WHERE id = ANY(%(row_ids)s) AND deletedAt IS NULL
+ RETURNING id
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, repointedIds)
+SELECT %(request_id)s, 'customer_erased', %(primary_id)s, %(primary_id)s,
+       array_agg(id ORDER BY id)
+  FROM erased
+"""
+
 # The row this session inserted last (see write_and_commit). currval() is volatile: as a
 # scalar subquery it is evaluated once, so the look-up stays a primary-key index scan
 # instead of calling it for every row of the table.
@@ -326,6 +397,33 @@ def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list
         events = cur.fetchall()
         cur.execute("COMMIT")
         return rows, events
+
+
+def detach_and_commit(
+    conn, detach: dict, relinks: dict[int, int | None], block: bool
+) -> None:
+    """DETACH_VALUE, then RELINK_ROWS, BLOCK_VALUE if asked, and COMMIT: one round trip.
+
+    detach: kind, value, row_ids, primary_id and request_id."""
+    statements = [DETACH_VALUE] + ([RELINK_ROWS] if relinks else []) + (
+        [BLOCK_VALUE] if block else []
+    )
+    with conn.cursor() as cur:
+        cur.execute(";".join([*statements, "COMMIT"]), {**detach, **_relink_params(relinks)})
+
+
+def erase_and_commit(conn, row_ids: list[int], primary_id: int, request_id: str | None) -> None:
+    """ERASE_CUSTOMER and COMMIT: one round trip."""
+    params = {"row_ids": row_ids, "primary_id": primary_id, "request_id": request_id}
+    with conn.cursor() as cur:
+        cur.execute(ERASE_CUSTOMER + ";COMMIT", params)
+
+
+def blocked_values(conn) -> list[tuple[str, str]]:
+    """The stored blocklist: (kind, value) pairs."""
+    with conn.cursor() as cur:
+        cur.execute(BLOCKED_VALUES)
+        return cur.fetchall()
 
 
 def schema_present(conn) -> bool:
