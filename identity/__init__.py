@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     blocklist = StoredBlocklist(
         Blocklist.load(app.config["BLOCKLIST"]),
         load=lambda: db.run_unit(repository.blocked_values),
+        refresh_s=app.config["BLOCKLIST_REFRESH_S"],
     )
     app.extensions["identity_blocklist"] = blocklist
     app.extensions["identity_request_schema"] = IdentifyRequest(blocklist)

@@ -51,14 +51,24 @@ def _answer(customer: reconcile.Customer, ignored: list[str]) -> dict:
 
 @bp.post("/identify")
 def identify():
-    checkout = _load_identifiers(_json_object())
-    customer, outcome = run_unit(
+    body = _json_object()
+    checkout = _load_identifiers(body)
+    try:
+        customer, outcome = _record(checkout)
+    except reconcile.ValueBlocked:  # blocked in another process a moment ago
+        current_app.extensions["identity_blocklist"].expire()
+        checkout = _load_identifiers(body)
+        customer, outcome = _record(checkout)
+    g.outcome = outcome.value  # counted and logged by observability
+    return _answer(customer, checkout["ignored"])
+
+
+def _record(checkout: dict) -> tuple[reconcile.Customer, reconcile.Outcome]:
+    return run_unit(
         lambda conn: reconcile.identify(
             conn, checkout["email"], checkout["phone_number"], g.request_id
         )
     )
-    g.outcome = outcome.value  # counted and logged by observability
-    return _answer(customer, checkout["ignored"])
 
 
 @bp.get("/identify")

@@ -63,14 +63,14 @@ class StoredBlocklist:
     """The configured list plus the stored one (values support detached with "block":
     true, in the blocked_value table, shared by every server process).
 
-    The stored values are read again at most every REFRESH_S seconds, on the first check
-    after that: a value blocked in one process is blocked in every process within one
-    second. load() returns (kind, value) pairs; it runs inside a request."""
+    The stored values are read again at most every refresh_s seconds (BLOCKLIST_REFRESH_S),
+    on the first check after that: a value blocked in one process is ignored by every
+    process within that time. (Writers also check the table under the value's lock, so a
+    blocked value links nobody even before: see reconcile.ValueBlocked.) load() returns
+    (kind, value) pairs; it runs inside a request."""
 
-    REFRESH_S = 1.0
-
-    def __init__(self, configured: Blocklist, load):
-        self.configured, self._load = configured, load
+    def __init__(self, configured: Blocklist, load, refresh_s: float = 1.0):
+        self.configured, self._load, self.refresh_s = configured, load, refresh_s
         self._stored: dict[str, frozenset[str]] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
@@ -81,7 +81,7 @@ class StoredBlocklist:
 
     def _stored_values(self, kind: str) -> frozenset[str]:
         with self._lock:
-            if time.monotonic() - self._loaded_at >= self.REFRESH_S:
+            if time.monotonic() - self._loaded_at >= self.refresh_s:
                 stored: dict[str, set[str]] = {"email": set(), "phoneNumber": set()}
                 for value_kind, value in self._load():
                     stored[value_kind].add(value)

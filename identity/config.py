@@ -28,5 +28,7 @@ def from_environment() -> dict:
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         # default, recommended, or the path of a JSON list (see identity/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
+        # Seconds between two reads of the stored blocklist (values support blocked).
+        "BLOCKLIST_REFRESH_S": float(os.environ.get("BLOCKLIST_REFRESH_S", 1)),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
     }

@@ -30,9 +30,8 @@ def detach(
     """Remove the value from the customer of contact_id and link its remaining rows
     again by §5's rule; the resulting customers, oldest primary first."""
     email, phone_number = (value, None) if kind == "email" else (None, value)
-    customer, group = _lock_customer(
-        conn, contact_id, repository.value_lock_keys(email, phone_number)
-    )
+    value_keys = repository.value_lock_keys(email, phone_number)
+    customer, group = _lock_customer(conn, contact_id, value_keys)
     holding = [row for row in customer.rows if _holds(row, kind, value)]
     if not holding:
         raise ValueNotInCustomer()
@@ -53,6 +52,7 @@ def detach(
         "value": value,
         "row_ids": [row.id for row in holding],
         "primary_id": customer.primary.id,
+        "lock_key": value_keys[0],
         "request_id": request_id,
     }
     repository.detach_and_commit(conn, detached, relinks, block)

@@ -118,7 +118,9 @@ EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s
 # a cycle, whatever the order of ids and creation times. And no row is touched before the
 # first write, so the transaction gets its id (xid) only after every lock is held.
 # The caller then reads the customer again by a new statement, which in READ COMMITTED
-# sees everything committed before the locks were granted.
+# sees everything committed before the locks were granted. Last, under the value locks,
+# the statement finds which of the values support has blocked since the request was
+# validated (BLOCK_VALUE runs under the same lock), by key: the values stay out of it.
 ROOT_LOCK_SPACE = 1
 
 BEGIN_AND_LOCK = """
@@ -127,7 +129,8 @@ SELECT pg_advisory_xact_lock(key)
   FROM (SELECT DISTINCT key FROM unnest(%(value_keys)s::bigint[]) AS key ORDER BY key) AS keys;
 SELECT pg_advisory_xact_lock(%(space)s, root_id)
   FROM (SELECT DISTINCT root_id FROM unnest(%(root_ids)s::integer[]) AS root_id
-         ORDER BY root_id) AS roots
+         ORDER BY root_id) AS roots;
+SELECT lockKey FROM blocked_value WHERE lockKey = ANY(%(value_keys)s::bigint[])
 """
 
 # SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
@@ -228,8 +231,8 @@ SELECT %(request_id)s, 'value_detached', id, %(primary_id)s,
 
 # The stored blocklist (SPEC §9, "block": true): every server process reads it.
 BLOCK_VALUE = """
-INSERT INTO blocked_value (kind, value, requestId)
-VALUES (%(kind)s, %(value)s, %(request_id)s)
+INSERT INTO blocked_value (kind, value, lockKey, requestId)
+VALUES (%(kind)s, %(value)s, %(lock_key)s, %(request_id)s)
 ON CONFLICT (kind, value) DO NOTHING
 """
 
@@ -319,20 +322,28 @@ def find_customer(conn, email: str | None, phone_number: str | None) -> list[Con
 
 def begin_locked(
     conn, email: str | None, phone_number: str | None, root_ids: list[int]
-) -> list[ContactRow]:
-    """BEGIN, take the locks of a write, and re-read the customer.
+) -> tuple[list[ContactRow], bool]:
+    """BEGIN, take the locks of a write, and re-read the customer; also whether one of
+    the values is on the stored blocklist.
 
     Two round trips: the locks first, in a statement without any value, then the
     re-read, so that a lock timeout never logs the request's values."""
-    lock_all(conn, value_lock_keys(email, phone_number), root_ids)
-    return find_customer(conn, email, phone_number)
+    blocked = lock_all(conn, value_lock_keys(email, phone_number), root_ids)
+    return find_customer(conn, email, phone_number), bool(blocked)
 
 
-def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> None:
-    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK)."""
+def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> list[int]:
+    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK); the keys
+    among value_keys that are on the stored blocklist."""
     params = {"value_keys": value_keys, "space": ROOT_LOCK_SPACE, "root_ids": sorted(root_ids)}
     with conn.cursor() as cur:
         cur.execute(BEGIN_AND_LOCK, params)
+        return [key for (key,) in cur.fetchall()]
+
+
+def rollback(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute("ROLLBACK")
 
 
 def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:

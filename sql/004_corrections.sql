@@ -42,13 +42,18 @@ $$;
 
 -- The stored blocklist: values support detached with "block": true. Every server
 -- process treats them like the configured blocklist's values (identity/blocklist.py).
+-- lockKey is the value's advisory-lock key (identity/repository.py, value_lock_keys):
+-- writers look it up while they hold that lock, without sending the value.
 CREATE TABLE IF NOT EXISTS blocked_value (
     kind       text NOT NULL CHECK (kind IN ('email', 'phoneNumber')),
     value      varchar(255) NOT NULL,
+    lockKey    bigint NOT NULL,
     blockedAt  timestamptz NOT NULL DEFAULT now(),
     requestId  text,
     PRIMARY KEY (kind, value)
 );
+
+CREATE INDEX IF NOT EXISTS blocked_value_lock_key ON blocked_value (lockKey);
 
 -- The history stays append-only, with one exception: erasure (SPEC §9) nulls the e-mail
 -- and phone number of events, and nothing else, in a transaction that has set

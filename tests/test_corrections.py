@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 
 from conftest import identify, replay_links, rows, wait_for
+from servers import ServerProcess
 from identity.audit import find_violations
 
 
@@ -249,23 +250,37 @@ def post(server, path: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def test_a_blocked_value_never_links_anyone_again_in_any_server_process(two_servers, db):
+@pytest.fixture
+def stale_server(database_url):
+    """A server process that reads the stored blocklist only once an hour."""
+    with ServerProcess(database_url, BLOCKLIST_REFRESH_S=3600) as server:
+        yield server
+
+
+def test_a_blocked_value_never_links_anyone_again_in_any_server_process(
+    two_servers, stale_server, db
+):
     first, second = two_servers
     shared = "+4930555000111"  # a switchboard's number, unique to this test
     query = "/identify?" + urllib.parse.urlencode({"phoneNumber": shared})
     assert post(first, "/identify", {"email": "anna@x.io", "phoneNumber": shared})[0] == 200
     status, answer = post(second, "/identify", {"email": "ben@x.io", "phoneNumber": shared})
     assert status == 200 and answer["contact"]["emails"] == ["anna@x.io", "ben@x.io"]
-    assert get(second, query)[0] == 200  # the second process has read the stored list
+    for server in (second, stale_server):  # both have read the stored list: not blocked
+        assert get(server, query)[0] == 200
 
     status, answer = post(first, "/contacts/1/detach", {"phoneNumber": shared, "block": True})
     assert status == 200 and len(answer["customers"]) == 2
+    # A process whose copy of the list is stale finds the block under the value's lock.
+    status, answer = post(stale_server, "/identify", {"email": "cleo@x.io", "phoneNumber": shared})
+    assert status == 200 and answer["ignored"] == ["phoneNumber"], answer
+    assert answer["contact"]["emails"] == ["cleo@x.io"] and answer["contact"]["phoneNumbers"] == []
     assert get(first, query)[1]["error"]["code"] == "blocked_values"  # at once where blocked
     started = time.monotonic()
     wait_for(lambda: get(second, query)[0] == 400, "the second process to see the block", 10)
     print(f"\nblock reached the second process after {time.monotonic() - started:.2f} s")
 
-    for server in (first, second):
+    for server in (first, second, stale_server):
         status, answer = post(server, "/identify", {"email": "anna@x.io", "phoneNumber": shared})
         assert status == 200 and answer["ignored"] == ["phoneNumber"]
         assert answer["contact"]["emails"] == ["anna@x.io"]
