@@ -55,7 +55,7 @@ def identify():
     checkout = _load_identifiers(body)
     try:
         customer, outcome = _record(checkout)
-    except reconcile.ValueBlocked:  # blocked in another process a moment ago
+    except repository.ValueBlocked:  # blocked in another process a moment ago
         current_app.extensions["identity_blocklist"].expire()
         checkout = _load_identifiers(body)
         customer, outcome = _record(checkout)

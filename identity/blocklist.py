@@ -66,7 +66,7 @@ class StoredBlocklist:
     The stored values are read again at most every refresh_s seconds (BLOCKLIST_REFRESH_S),
     on the first check after that: a value blocked in one process is ignored by every
     process within that time. (Writers also check the table under the value's lock, so a
-    blocked value links nobody even before: see reconcile.ValueBlocked.) load() returns
+    blocked value links nobody even before: see repository.ValueBlocked.) load() returns
     (kind, value) pairs; it runs inside a request."""
 
     def __init__(self, configured: Blocklist, load, refresh_s: float = 1.0):

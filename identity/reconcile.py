@@ -38,12 +38,6 @@ class CustomerChanged(RetryTransaction):
     """Another writer changed the customer between our read and our locks: start again."""
 
 
-class ValueBlocked(Exception):
-    """Support blocked one of the request's values after the request was validated: the
-    transaction is rolled back, and the caller validates the request again against the
-    stored blocklist, read anew."""
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What SPEC §5 asks of a customer C for one request."""
@@ -119,10 +113,7 @@ def _write(
     seen_root_ids: list[int],
     request_id: str | None,
 ) -> tuple[Customer, Outcome]:
-    rows, blocked = repository.begin_locked(conn, email, phone_number, seen_root_ids)
-    if blocked:
-        repository.rollback(conn)
-        raise ValueBlocked()
+    rows = repository.begin_locked(conn, email, phone_number, seen_root_ids)
     plan = _plan(rows, email, phone_number)
     if not set(plan.root_ids) <= set(seen_root_ids):
         # A customer we do not hold appeared (a merge, a new customer or a relink

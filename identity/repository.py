@@ -320,16 +320,26 @@ def find_customer(conn, email: str | None, phone_number: str | None) -> list[Con
         return [ContactRow(*row) for row in cur]
 
 
+class ValueBlocked(Exception):
+    """Support blocked one of the values after the request was validated (begin_locked
+    has rolled the transaction back): validate the request again against the stored
+    blocklist, read anew."""
+
+
 def begin_locked(
     conn, email: str | None, phone_number: str | None, root_ids: list[int]
-) -> tuple[list[ContactRow], bool]:
-    """BEGIN, take the locks of a write, and re-read the customer; also whether one of
-    the values is on the stored blocklist.
+) -> list[ContactRow]:
+    """BEGIN, take the locks of a write, and re-read the customer. root_ids: the
+    customers' roots the caller saw (linking.LinkedCustomer.root_id; for customers
+    without orphans, their primaries' ids).
 
     Two round trips: the locks first, in a statement without any value, then the
-    re-read, so that a lock timeout never logs the request's values."""
-    blocked = lock_all(conn, value_lock_keys(email, phone_number), root_ids)
-    return find_customer(conn, email, phone_number), bool(blocked)
+    re-read, so that a lock timeout never logs the request's values. Raises ValueBlocked,
+    after a rollback, when one of the values is on the stored blocklist."""
+    if lock_all(conn, value_lock_keys(email, phone_number), root_ids):
+        rollback(conn)
+        raise ValueBlocked()
+    return find_customer(conn, email, phone_number)
 
 
 def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> list[int]:

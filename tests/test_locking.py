@@ -48,7 +48,7 @@ def test_three_writer_scenario_commits_without_deadlock(db, connections):
     that merges row 2's customer into the older row 3, which re-points row 1."""
     stale, merging = connections
     # The merging writer holds its customers' locks (roots 2 and 3).
-    merging_rows, _ = repository.begin_locked(merging, "b@x.io", "3", [2, 3])
+    merging_rows = repository.begin_locked(merging, "b@x.io", "3", [2, 3])
     assert {row.id for row in merging_rows} == {1, 2, 3}
 
     # The stale writer saw primaries 1 and 2; it gets 1 and waits for 2.
@@ -56,7 +56,7 @@ def test_three_writer_scenario_commits_without_deadlock(db, connections):
 
     def stale_writer():
         try:
-            outcome.append(repository.begin_locked(stale, "a@x.io", "2", [1, 2])[0])
+            outcome.append(repository.begin_locked(stale, "a@x.io", "2", [1, 2]))
         except psycopg2.Error as error:
             outcome.append(error)
 
