@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init test smoke audit bench bench-scale clean
+.PHONY: help run serve db-init test test-proxy smoke audit bench bench-scale profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,16 @@ db-init: $(STAMP) ## apply sql/*.sql (idempotent)
 
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
+
+# nginx is in /usr/sbin, which is not on every user's PATH.
+NGINX ?= $(shell command -v nginx || command -v /usr/sbin/nginx)
+
+test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a server, tested through it
+	@if [ -z "$(NGINX)" ]; then \
+		echo "make test-proxy needs nginx: apt-get install nginx (as root), or NGINX=/path/to/nginx" >&2; \
+		exit 1; \
+	fi
+	NGINX=$(NGINX) $(PY) -m pytest -s tests/proxy_checks.py
 
 audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
 	$(WITH_DB) $(PY) -m flask --app identity audit

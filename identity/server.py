@@ -65,8 +65,9 @@ def waitress_settings(config) -> dict:
         "ident": "identity",
         "connection_limit": config["CONNECTION_LIMIT"],
         "channel_timeout": config["IDLE_TIMEOUT_S"],
-        # Idle connections are looked for this often: closed at most a quarter late.
-        "cleanup_interval": max(1, config["IDLE_TIMEOUT_S"] // 4),
+        # Idle and slow connections are looked for every second: a pass over every
+        # connection, about 1 ms for 4,000 of them.
+        "cleanup_interval": 1,
         "max_request_header_size": config["MAX_HEADER_BYTES"],
         # Waitress refuses a body of max_request_body_size bytes; MAX_BODY_BYTES is allowed.
         "max_request_body_size": config["MAX_CONTENT_LENGTH"] + 1,

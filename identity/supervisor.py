@@ -154,12 +154,17 @@ class Supervisor:
         for process in workers:
             if process.poll() is None:
                 process.send_signal(self.stopping)
+        # A worker stopped by the signal itself had not begun to serve: nothing was lost.
+        clean_exits = {0, -self.stopping}
         clean = True
         for process in workers:
             try:
-                clean &= process.wait(_STOP_TIMEOUT_S) == 0
+                status = process.wait(_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
+                status = "killed after the stop timeout"
+            if status not in clean_exits:
+                logger.warning("worker did not stop cleanly", extra={"pid": process.pid, "status": status})
                 clean = False
         logger.info("stopped")
         return 0 if clean else 1

@@ -12,6 +12,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from identity.config import default_workers  # noqa: E402
 from identity.embedded import free_port  # noqa: E402
 
 START_TIMEOUT_S = 30
@@ -30,6 +31,7 @@ class ServerProcess:
         env.update({name: str(value) for name, value in settings.items()})
         if database_url:
             env["DATABASE_URL"] = database_url
+        self.workers = int(env.get("WORKERS", default_workers()))
         self.process = subprocess.Popen(
             [sys.executable, *(program or [str(PROJECT_ROOT / "wsgi.py")])],
             env=env,
@@ -130,6 +132,23 @@ def _server_side_inode(server_port: int, client_port: int) -> str:
         if local_port == server_port and remote_port == client_port:
             return fields[9]
     raise LookupError("no such connection")
+
+
+def answer_from_every_worker(server: ServerProcess, workers: list[int] | None = None):
+    """New checkouts on fresh connections until each worker has answered one (and so has
+    opened its database connections); returns (checkouts sent, pids that answered)."""
+    workers = workers or server.wait_for_workers(server.workers)
+    answered, sent = set(), 0
+    while answered != set(workers):
+        assert sent < 500, f"only {answered} of {workers} ever answered"
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_TIMEOUT_S)
+        connection.connect()
+        status = post_identify(connection, {"email": f"warm.{sent}.{server.port}@x.io"})[0]
+        assert status == 200
+        answered.add(server.serving_pid(connection.sock))
+        connection.close()
+        sent += 1
+    return sent, answered
 
 
 def post_identify(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict, dict]:

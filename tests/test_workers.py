@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from conftest import wait_for
-from servers import ServerProcess, post_identify
+from servers import ServerProcess, answer_from_every_worker, post_identify
 
 TIMEOUT_S = 30
 
@@ -64,21 +64,9 @@ def two_workers(db, database_url):
             yield server
 
 
-def requests_until_every_worker_answered(server, workers: list[int]) -> tuple[int, set[int]]:
-    """Checkouts on fresh connections until each worker has answered one; (count, pids)."""
-    answered, sent = set(), 0
-    while answered != set(workers):
-        assert sent < 500, f"only {answered} of {workers} ever answered"
-        status, pid = identify_on_new_connection(server, {"email": f"w{sent}@x.io"})
-        assert status == 200
-        answered.add(pid)
-        sent += 1
-    return sent, answered
-
-
 def test_several_workers_answer_on_one_port(two_workers):
     workers = two_workers.wait_for_workers(2)
-    _, answered = requests_until_every_worker_answered(two_workers, workers)
+    _, answered = answer_from_every_worker(two_workers, workers)
     assert len(answered) == 2
 
 
@@ -91,7 +79,7 @@ def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(two_workers):
     assert statuses == [200] * 20
     wait_for(lambda: len(set(two_workers.worker_pids()) - {victim}) == 2, "a replacement worker")
     replacement = (set(two_workers.worker_pids()) - {survivor, victim}).pop()
-    sent, answered = requests_until_every_worker_answered(two_workers, [survivor, replacement])
+    sent, answered = answer_from_every_worker(two_workers, [survivor, replacement])
     assert answered == {survivor, replacement}
     assert sample(scrape(two_workers), "identity_worker_restarts_total") == 1
     two_workers.log.seek(0)
@@ -100,7 +88,7 @@ def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(two_workers):
 
 def test_metrics_count_every_request_once_whichever_worker_answers(two_workers):
     workers = two_workers.wait_for_workers(2)
-    sent, _ = requests_until_every_worker_answered(two_workers, workers)
+    sent, _ = answer_from_every_worker(two_workers, workers)
     identify = dict(method="POST", route="/identify", status="200")
     metrics = dict(method="GET", route="/metrics", status="200")
     count = "identity_http_request_duration_seconds_count"
