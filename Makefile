@@ -53,6 +53,9 @@ smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.
 bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~2 min)
 	$(PY) tests/bench.py
 
+profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
+	$(PY) tests/cpu_profile.py
+
 bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,000 rows (~3 min)
 	$(PY) tests/bench.py --scale
 
