@@ -35,14 +35,14 @@ test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATAB
 	$(PY) -m pytest
 
 # nginx is in /usr/sbin, which is not on every user's PATH.
-NGINX ?= $(shell command -v nginx || command -v /usr/sbin/nginx)
+NGINX_BIN ?= $(shell command -v nginx || command -v /usr/sbin/nginx)
 
 test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a server, tested through it
-	@if [ -z "$(NGINX)" ]; then \
-		echo "make test-proxy needs nginx: apt-get install nginx (as root), or NGINX=/path/to/nginx" >&2; \
+	@if [ -z "$(NGINX_BIN)" ]; then \
+		echo "make test-proxy needs nginx: apt-get install nginx (as root), or NGINX_BIN=/path/to/nginx" >&2; \
 		exit 1; \
 	fi
-	NGINX=$(NGINX) $(PY) -m pytest -s tests/proxy_checks.py
+	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
 
 audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
 	$(WITH_DB) $(PY) -m flask --app identity audit

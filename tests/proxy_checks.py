@@ -124,7 +124,7 @@ def proxy_config(service_port: int, listen: list[str]) -> str:
 @pytest.fixture(scope="module")
 def proxy(service, namespace):
     """nginx with the shipped configuration; yields its loopback port."""
-    nginx = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     listen = [f"127.0.0.1:{port}"] + ([f"{HOST_END}:{port}"] if namespace else [])
     allow_open_files(70000)
@@ -134,7 +134,9 @@ def proxy(service, namespace):
         user = "user root root;" if os.geteuid() == 0 else ""
         (Path(folder) / "nginx.conf").write_text(MAIN_CONFIG.format(folder=folder, user=user))
         process = subprocess.Popen(
-            [nginx, "-p", folder, "-c", f"{folder}/nginx.conf", "-e", f"{folder}/error.log"]
+            [nginx, "-p", folder, "-c", f"{folder}/nginx.conf", "-e", f"{folder}/error.log"],
+            # nginx reads NGINX as a list of inherited sockets (its binary upgrade).
+            env={name: value for name, value in os.environ.items() if name != "NGINX"},
         )
         try:
             _wait_for_port(port, process)
