@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from prometheus_client import multiprocess
+
 from . import config
 from .metrics import MULTIPROCESS_DIR_VARIABLE
 from .server import LISTEN_FD_VARIABLE, configure_logging
@@ -37,7 +39,7 @@ logger = logging.getLogger("identity.supervisor")
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.1
-_STOP_TIMEOUT_S = 60  # above a worker's drain timeout
+_STOP_TIMEOUT_S = 60  # for all workers together; above a worker's drain timeout
 # A worker that dies sooner than this after its start is restarted after a growing pause,
 # so that a worker that cannot start (a bad setting, say) does not spin the CPU.
 _STABLE_AFTER_S = 10
@@ -119,8 +121,6 @@ class Supervisor:
     @staticmethod
     def _forget(pid: int) -> None:
         # A dead worker's gauges (requests in flight, connections in use) no longer count.
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid)
 
     def _on_signal(self, signum, _frame) -> None:
@@ -156,10 +156,10 @@ class Supervisor:
                 process.send_signal(self.stopping)
         # A worker stopped by the signal itself had not begun to serve: nothing was lost.
         clean_exits = {0, -self.stopping}
-        clean = True
+        clean, deadline = True, time.monotonic() + _STOP_TIMEOUT_S
         for process in workers:
             try:
-                status = process.wait(_STOP_TIMEOUT_S)
+                status = process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 status = "killed after the stop timeout"

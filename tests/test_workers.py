@@ -136,7 +136,9 @@ def _accepts_connections(port: int) -> bool:
 
 
 def test_sigterm_drains_every_worker(db, database_url):
-    server = ServerProcess(database_url, WORKERS=2, LOCK_TIMEOUT_MS=30000)
+    # 16 threads a worker: held requests never fill one worker's threads before the
+    # connections have reached both.
+    server = ServerProcess(database_url, WORKERS=2, THREADS=16, LOCK_TIMEOUT_MS=30000)
     blocker = psycopg2.connect(database_url)
     held: list[HeldRequest] = []
     try:
