@@ -5,6 +5,7 @@ from flask import Flask
 from . import config, db, errors, observability
 from .audit import audit_command
 from .blocklist import Blocklist
+from .importing.command import import_command
 from .metrics import Metrics
 from .schemas import IdentifyRequest
 
@@ -25,6 +26,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     observability.init_app(app)
     app.cli.add_command(audit_command)
+    app.cli.add_command(import_command)
 
     from .api import bp
 

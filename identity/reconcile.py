@@ -46,19 +46,39 @@ class _Plan:
         return not self.insert and not self.losers
 
 
+def creation_order(row) -> tuple:
+    """SPEC §5's "oldest": createdAt, then id. Any row-like object with both will do."""
+    return (row.created_at, row.id)
+
+
+def brings_new_value(email: str | None, phone_number: str | None, knows_email, knows_phone) -> bool:
+    """SPEC §5.2, second bullet: the request carries a value the customer lacks.
+
+    knows_email and knows_phone are containers of the customer's values (sets here, the
+    import's value index there)."""
+    return (email is not None and email not in knows_email) or (
+        phone_number is not None and phone_number not in knows_phone
+    )
+
+
+def outcome_of(merged: bool, inserted: bool, had_customer: bool) -> Outcome:
+    if merged:
+        return Outcome.MERGE
+    if inserted:
+        return Outcome.NEW_SECONDARY if had_customer else Outcome.NEW_CUSTOMER
+    return Outcome.UNCHANGED
+
+
 def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -> _Plan:
-    primaries = [row for row in rows if row.is_primary]  # rows come oldest first
+    primaries = sorted((row for row in rows if row.is_primary), key=creation_order)
     if not primaries:
         return _Plan(survivor=None, losers=[], insert=True)
     known_emails = {row.email for row in rows}
     known_phones = {row.phone_number for row in rows}
-    brings_new = (email is not None and email not in known_emails) or (
-        phone_number is not None and phone_number not in known_phones
-    )
     return _Plan(
         survivor=primaries[0],
         losers=[row.id for row in primaries[1:]],
-        insert=brings_new,
+        insert=brings_new_value(email, phone_number, known_emails, known_phones),
     )
 
 
@@ -104,11 +124,7 @@ def _write(
 
 
 def _outcome(plan: _Plan) -> Outcome:
-    if plan.losers:
-        return Outcome.MERGE
-    if plan.insert:
-        return Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
-    return Outcome.UNCHANGED
+    return outcome_of(bool(plan.losers), plan.insert, plan.survivor is not None)
 
 
 def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> ContactRow:

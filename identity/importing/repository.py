@@ -1,0 +1,169 @@
+"""The import's SQL, named and commented; the connection (or cursor) comes first.
+
+The locks are /identify's own statements (identity.repository.LOCK_VALUES and
+LOCK_PRIMARIES) with the lock keys built by its own function, so a batch and a checkout
+that touch the same value or customer always wait for each other.
+"""
+
+import io
+from datetime import datetime
+
+from .. import repository as service
+from .linker import Owner
+
+# The owners of the batch's values ($1 e-mails, $2 phone numbers): for every value that
+# a live row holds, the live primary of that row's customer and the primary's createdAt.
+# With SPEC §6.1 a secondary's linkedId is its primary. The values are found on the
+# partial indexes of live rows; the primary is fetched in a LATERAL subquery with LIMIT
+# 1, which keeps it a primary-key look-up per matched row (a join would let the planner
+# hash the whole table).
+VALUE_OWNERS = """
+(SELECT DISTINCT row.email, NULL::text, primary_row.id, primary_row.createdAt
+   FROM contact AS row
+  CROSS JOIN LATERAL (
+        SELECT id, createdAt FROM contact
+         WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
+         LIMIT 1) AS primary_row
+  WHERE row.deletedAt IS NULL AND row.email = ANY($1))
+UNION ALL
+(SELECT DISTINCT NULL::text, row.phoneNumber, primary_row.id, primary_row.createdAt
+   FROM contact AS row
+  CROSS JOIN LATERAL (
+        SELECT id, createdAt FROM contact
+         WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
+         LIMIT 1) AS primary_row
+  WHERE row.deletedAt IS NULL AND row.phoneNumber = ANY($2))
+"""
+
+# VALUE_OWNERS runs twice per batch with a thousand values or more: prepared once per
+# connection, and planned once (the connection runs with plan_cache_mode =
+# force_generic_plan), since planning it with the values as constants estimates each of
+# them and costs as much as running it.
+PREPARE_VALUE_OWNERS = "PREPARE import_value_owners (text[], text[]) AS " + VALUE_OWNERS
+EXECUTE_VALUE_OWNERS = "EXECUTE import_value_owners(%(emails)s, %(phone_numbers)s)"
+
+# Ids for the batch's new rows, taken from the table's own identity sequence, so rows
+# inserted by /identify and by the import never collide. A batch needs its ids before it
+# writes: new secondaries name new primaries of the same batch.
+RESERVE_IDS = """
+SELECT nextval(pg_get_serial_sequence('contact', 'id')) FROM generate_series(1, %(count)s)
+"""
+
+# The batch's new rows with their ids, links and the createdAt of their orders. COPY
+# writes given values into the identity column (as INSERT's OVERRIDING SYSTEM VALUE).
+COPY_CONTACTS = """
+COPY contact (id, email, phoneNumber, linkedId, linkPrecedence, createdAt) FROM STDIN
+"""
+
+# customer_created / secondary_added for every new row, as /identify's INSERT_CONTACT
+# records them, naming the row's primary after the batch.
+COPY_EVENTS = """
+COPY contact_event (requestId, kind, contactId, primaryId, email, phoneNumber) FROM STDIN
+"""
+
+# The write path's DEMOTE_PRIMARIES for many losers at once, each with its own survivor:
+# every loser becomes a secondary of its survivor and every live row that pointed at it
+# now points at the survivor (no chains, §6.1); the history gets the same events as a
+# merge by /identify: primary_demoted with the values that bridged the customers, and
+# rows_repointed naming the secondaries that followed. The parts of one WITH statement
+# share one snapshot, so `former_links` sees the links before the update.
+DEMOTE_PRIMARIES_BATCH = """
+WITH demotion AS (
+    SELECT * FROM unnest(%(loser_ids)s::integer[], %(survivor_ids)s::integer[],
+                         %(emails)s::text[], %(phone_numbers)s::text[])
+           AS d (loser_id, survivor_id, email, phone_number)
+),
+former_links AS (
+    SELECT demotion.loser_id, demotion.survivor_id, array_agg(contact.id ORDER BY contact.id) AS row_ids
+      FROM demotion JOIN contact ON contact.linkedId = demotion.loser_id
+     WHERE contact.deletedAt IS NULL
+     GROUP BY demotion.loser_id, demotion.survivor_id
+),
+demoted AS (
+    UPDATE contact
+       SET linkedId = demotion.survivor_id, linkPrecedence = 'secondary'
+      FROM demotion
+     WHERE contact.deletedAt IS NULL
+       AND (contact.id = demotion.loser_id OR contact.linkedId = demotion.loser_id)
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds)
+SELECT %(request_id)s, 'primary_demoted', loser_id, survivor_id, email, phone_number, NULL
+  FROM demotion
+UNION ALL
+SELECT %(request_id)s, 'rows_repointed', loser_id, survivor_id, NULL, NULL, row_ids
+  FROM former_links
+"""
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_data(rows: list[tuple]) -> io.StringIO:
+    """COPY's text format: tab-separated, \\N for null, backslash escapes."""
+    return io.StringIO("".join("\t".join(map(_copy_field, row)) + "\n" for row in rows))
+
+
+def prepare_statements(cur) -> None:
+    cur.execute(PREPARE_VALUE_OWNERS)
+
+
+def begin_and_lock_values(cur, emails: list[str], phone_numbers: list[str]) -> list[Owner]:
+    """BEGIN, take /identify's value locks for every value of the batch (in key order),
+    and read the values' owners under them: one round trip."""
+    keys = [
+        *(key for email in emails for key in service._lock_keys(email, None)),
+        *(key for phone in phone_numbers for key in service._lock_keys(None, phone)),
+    ]
+    params = {"values": keys, "emails": emails, "phone_numbers": phone_numbers}
+    cur.execute(";".join(["BEGIN", service.LOCK_VALUES, EXECUTE_VALUE_OWNERS]), params)
+    return [Owner(*row) for row in cur]
+
+
+def lock_primaries(
+    cur, emails: list[str], phone_numbers: list[str], primary_ids: list[int]
+) -> list[Owner]:
+    """Take /identify's locks on these primaries (in id order) and read the owners again
+    under them: one round trip."""
+    params = {"primary_ids": sorted(primary_ids), "emails": emails, "phone_numbers": phone_numbers}
+    cur.execute(";".join([service.LOCK_PRIMARIES, EXECUTE_VALUE_OWNERS]), params)
+    return [Owner(*row) for row in cur]
+
+
+def reserve_ids(cur, count: int) -> list[int]:
+    cur.execute(RESERVE_IDS, {"count": count})
+    return sorted(row[0] for row in cur)
+
+
+def copy_contacts(cur, rows: list[tuple]) -> None:
+    """rows: (id, email, phone_number, linked_id, link_precedence, created_at)."""
+    cur.copy_expert(COPY_CONTACTS, _copy_data(rows))
+
+
+def copy_events(cur, events: list[tuple]) -> None:
+    """events: (request_id, kind, contact_id, primary_id, email, phone_number)."""
+    cur.copy_expert(COPY_EVENTS, _copy_data(events))
+
+
+def demote_and_commit(cur, demotions: list[tuple], request_id: str) -> None:
+    """DEMOTE_PRIMARIES_BATCH for (loser_id, survivor_id, email, phone_number) tuples,
+    then COMMIT: one round trip."""
+    statements = ["COMMIT"]
+    params = {"request_id": request_id}
+    if demotions:
+        statements.insert(0, DEMOTE_PRIMARIES_BATCH)
+        loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions))
+        params.update(
+            loser_ids=loser_ids, survivor_ids=survivor_ids, emails=emails, phone_numbers=phone_numbers
+        )
+    cur.execute(";".join(statements), params)
+
+
+def rollback(cur) -> None:
+    cur.execute("ROLLBACK")
