@@ -270,6 +270,17 @@ def test_running_the_same_file_again_changes_nothing(runner, db, tmp_path):
     assert "new rows              0" in result.output
 
 
+def rows_created_by(orders: list[dict]) -> int:
+    """Rows that these orders, in this order, create in an empty database: one for each
+    order that brings a value never seen before (SPEC §5)."""
+    seen, created = set(), 0
+    for email, phone in map(normalised, orders):
+        values = {("email", email), ("phone", phone)} - {("email", None), ("phone", None)}
+        created += not values <= seen
+        seen |= values
+    return created
+
+
 def _import_process(database_url: str, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "identity", "import", "-", *options],
@@ -300,8 +311,9 @@ def _row_count(db) -> int:
 def test_an_import_killed_in_the_middle_of_a_batch_completes_when_run_again(
     runner, db, database_url, tmp_path
 ):
-    """SPEC §11: killed mid-batch (its rows written, not committed), §6 still holds; the
-    same file run again ends equal to an uninterrupted import."""
+    """SPEC §11: killed in the middle of a batch (its transaction open: values and
+    primaries locked, ids taken, its rows on their way in), §6 still holds and nothing of
+    the batch is stored; the same file run again ends equal to an uninterrupted import."""
     orders = sorted(random_history(11, 60), key=lambda order: order["createdAt"]) + [
         {"email": f"late{n}@x.io", "phoneNumber": str(100 + n % 12), "createdAt": f"2021-01-01T00:00:{n:02}"}
         for n in range(60)
@@ -311,12 +323,12 @@ def test_an_import_killed_in_the_middle_of_a_batch_completes_when_run_again(
     process = _import_process(database_url, "--batch-size", "20", "--rejects", str(tmp_path / "r"))
     process.stdin.write("".join(lines[:61]))  # the header and three batches
     process.stdin.flush()
-    wait_for(lambda: len(rows(db)) > 0 and not _import_busy(db), "three batches to commit")
-    committed = len(rows(db))
+    committed = rows_created_by(orders[:60])
+    wait_for(lambda: len(rows(db)) == committed, "three batches to commit")
     blocker = psycopg2.connect(database_url)
     with blocker.cursor() as cur:
-        # The next batch writes its rows, then waits to write their history events.
-        cur.execute("LOCK TABLE contact_event IN SHARE MODE")
+        # The next batch takes its locks and ids, then waits to write its rows.
+        cur.execute("LOCK TABLE contact IN SHARE MODE")
         process.stdin.write("".join(lines[61:]))
         process.stdin.flush()
         wait_for(lambda: _import_waits_for_a_lock(db), "the import to block mid-batch")
@@ -332,16 +344,6 @@ def test_an_import_killed_in_the_middle_of_a_batch_completes_when_run_again(
     truncate(db)
     assert run_import(runner, path, "--batch-size", "20").exit_code == 0
     assert resumed == canonical(db)
-
-
-def _import_busy(db) -> bool:
-    """True while the import process runs a statement (rather than waiting for input)."""
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'identity-import' AND state <> 'idle'"
-        )
-        return cur.fetchone()[0] > 0
 
 
 def test_live_checkouts_during_an_import_keep_the_invariants(app, runner, db, tmp_path):
@@ -376,3 +378,27 @@ def test_live_checkouts_during_an_import_keep_the_invariants(app, runner, db, tm
     assert failures == []
     assert find_violations(db) == []
     assert_orders_each_in_one_customer(db, orders + checkouts)
+
+
+def test_ctrl_c_stops_after_the_current_batch_and_says_how_to_resume(
+    runner, db, database_url, tmp_path
+):
+    """SPEC §11: Ctrl-C finishes the batch in hand, then stops with exit 2 and the way to
+    resume; running the command again completes the import."""
+    orders = sorted(random_history(12, 100), key=lambda order: order["createdAt"])
+    path = write_csv(tmp_path / "orders.csv", orders)
+    lines = open(path).read().splitlines(keepends=True)
+    process = _import_process(database_url, "--batch-size", "20", "--rejects", str(tmp_path / "r"))
+    process.stdin.write("".join(lines[:41]))  # the header and two batches
+    process.stdin.flush()
+    wait_for(lambda: len(rows(db)) == rows_created_by(orders[:40]), "two batches to commit")
+    process.send_signal(signal.SIGINT)
+    process.stdin.write("".join(lines[41:]))
+    process.stdin.close()
+    assert process.wait(30) == 2
+    assert "Run the same command again to finish" in process.stderr.read()
+    assert len(rows(db)) == rows_created_by(orders[:60])  # the third batch, then stop
+
+    assert run_import(runner, path, "--batch-size", "20").exit_code == 0
+    assert len(rows(db)) == rows_created_by(orders)
+    assert find_violations(db) == []

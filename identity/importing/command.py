@@ -8,8 +8,10 @@ import json
 import signal
 import sys
 import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Iterator
 
 import click
 import psycopg2
@@ -20,7 +22,7 @@ from . import repository
 from .loader import BatchFailed, Loader
 from .orders import Order, OrderValidator
 from .progress import Progress, Tally
-from .reader import Reject, Source, UnreadableInput, read_orders
+from .reader import Reject, Source, UnreadableInput, read_ahead, read_orders
 
 DEFAULT_BATCH_SIZE = 1000
 EXIT_IMPORTED, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
@@ -97,6 +99,21 @@ def _fail(message: str) -> int:
     return EXIT_FAILED
 
 
+@dataclass
+class _Chunk:
+    """A batch of valid orders and the rejects read along with it."""
+
+    orders: list[Order] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    read: int = 0
+    last_line: int = 0
+
+    def add(self, item: Order | Reject) -> None:
+        (self.rejects if isinstance(item, Reject) else self.orders).append(item)
+        self.read += 1
+        self.last_line = item.line
+
+
 class _Import:
     def __init__(self, conn, source: Source, rejects, rejects_path: str, batch_size: int):
         self.source, self.rejects, self.rejects_path = source, rejects, rejects_path
@@ -120,6 +137,8 @@ class _Import:
             finished = self._batches(progress)
         except UnreadableInput as error:
             return _fail(str(error))
+        except KeyboardInterrupt:  # the second Ctrl-C: the batch in flight rolls back
+            return _fail(f"aborted; {self._resume_hint()}")
         except BatchFailed:
             return _fail(f"gave up on a batch after conflicting writes; {self._resume_hint()}")
         except psycopg2.Error:
@@ -151,26 +170,31 @@ class _Import:
         )
 
     def _batches(self, progress: Progress) -> bool:
-        """Read, validate and load every batch; False when stopped by Ctrl-C."""
-        batch: list[Order] = []
-        for item in read_orders(self.source):
-            self.tally.read += 1
-            if not isinstance(item, Reject):
-                item = self.validator.validate(item)
-            if isinstance(item, Reject):
-                self._reject(item)
-                continue
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                self._load(batch)
-                batch = []
+        """Load every chunk of the input; False when stopped by Ctrl-C."""
+        with closing(read_ahead(self._chunks())) as chunks:
+            for chunk in chunks:
+                for reject in chunk.rejects:
+                    self._reject(reject)
+                if chunk.orders:
+                    self._load(chunk.orders)
+                self.tally.read += chunk.read
+                self.last_line = chunk.last_line
                 progress.update(self.tally)
                 if self.stop_requested:
                     return False
-        if batch:
-            self._load(batch)
-        progress.update(self.tally)
         return True
+
+    def _chunks(self) -> Iterator[_Chunk]:
+        """The input cut into batches of valid orders, with the rejects read on the way."""
+        chunk = _Chunk()
+        for item in read_orders(self.source):
+            if not isinstance(item, Reject):
+                item = self.validator.validate(item)
+            chunk.add(item)
+            if len(chunk.orders) >= self.batch_size:
+                yield chunk
+                chunk = _Chunk()
+        yield chunk
 
     def _load(self, batch: list[Order]) -> None:
         if self.newest_imported is not None:
@@ -181,7 +205,6 @@ class _Import:
         self.tally.add(plan.outcomes, len(plan.new_rows))
         newest = max(order.created_at for order in batch)
         self.newest_imported = max(newest, self.newest_imported or newest)
-        self.last_line = batch[-1].line
 
     def _reject(self, reject: Reject) -> None:
         self.tally.rejected += 1

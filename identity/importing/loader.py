@@ -9,7 +9,7 @@ The protocol is /identify's (identity.reconcile), for many values at once:
 2. Lock the primaries read in step 1, in id order, and read the owners again. Anything
    different (a checkout committed between the read and the locks) would need a lock
    out of order: roll back and start the batch again, as /identify does.
-3. Reserve the new rows' ids, COPY the rows and their history events, demote the
+3. Reserve the new rows' ids, COPY the rows, record their history events, demote the
    primaries that lost, COMMIT.
 
 Holding every value's lock and every touched primary's lock, nothing the batch decided
@@ -95,7 +95,7 @@ class Loader:
             primary = plan.links[row_id]
             return real_ids.get(primary, primary)
 
-        contacts, events = [], []
+        contacts = []
         for row in plan.new_rows:
             row_id, primary_id = real_ids[row.provisional_id], final_primary(row.provisional_id)
             is_primary = row_id == primary_id
@@ -109,18 +109,13 @@ class Loader:
                     row.created_at,
                 )
             )
-            kind = "customer_created" if is_primary else "secondary_added"
-            events.append(
-                (self.request_id, kind, row_id, primary_id, row.email, row.phone_number)
-            )
         if contacts:
             repository.copy_contacts(cur, contacts)
-            repository.copy_events(cur, events)
         demotions = [
             (loser, final_primary(loser), email, phone_number)
             for loser, (email, phone_number) in sorted(plan.demoted.items())
         ]
-        repository.demote_and_commit(cur, demotions, self.request_id)
+        repository.record_and_commit(cur, list(real_ids.values()), demotions, self.request_id)
 
     def _rollback(self) -> None:
         try:

@@ -10,8 +10,10 @@ import gzip
 import io
 import json
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
 from typing import IO, Iterator
 
 COLUMNS = ("email", "phoneNumber", "createdAt")
@@ -123,3 +125,46 @@ def _ndjson(text: IO[str]) -> Iterator[RawOrder | Reject]:
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: RFC 8259 has neither
+
+
+def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate `items` in a background thread, up to `depth` items ahead of the consumer.
+
+    Reading and validating the next batch then overlaps the database's work on the
+    current one (the driver releases the GIL while it waits). An exception in the thread
+    is raised in the consumer; closing the iterator stops the thread."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+
+    def put(message) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(message, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(("error", error))
+            return
+        put(("done", None))
+
+    thread = threading.Thread(target=produce, name="import-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()

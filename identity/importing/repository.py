@@ -55,10 +55,18 @@ COPY_CONTACTS = """
 COPY contact (id, email, phoneNumber, linkedId, linkPrecedence, createdAt) FROM STDIN
 """
 
-# customer_created / secondary_added for every new row, as /identify's INSERT_CONTACT
-# records them, naming the row's primary after the batch.
-COPY_EVENTS = """
-COPY contact_event (requestId, kind, contactId, primaryId, email, phoneNumber) FROM STDIN
+# customer_created / secondary_added for the batch's new rows, as /identify's
+# INSERT_CONTACT records them, naming each row's primary after the batch; in id order,
+# which is creation order. Written before the demotions, so replaying the history in
+# event order rebuilds every link.
+RECORD_NEW_ROWS = """
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber)
+SELECT %(request_id)s,
+       CASE WHEN linkedId IS NULL THEN 'customer_created' ELSE 'secondary_added' END,
+       id, COALESCE(linkedId, id), email, phoneNumber
+  FROM contact
+ WHERE id = ANY(%(new_ids)s::integer[])
+ ORDER BY id
 """
 
 # The write path's DEMOTE_PRIMARIES for many losers at once, each with its own survivor:
@@ -146,22 +154,18 @@ def copy_contacts(cur, rows: list[tuple]) -> None:
     cur.copy_expert(COPY_CONTACTS, _copy_data(rows))
 
 
-def copy_events(cur, events: list[tuple]) -> None:
-    """events: (request_id, kind, contact_id, primary_id, email, phone_number)."""
-    cur.copy_expert(COPY_EVENTS, _copy_data(events))
-
-
-def demote_and_commit(cur, demotions: list[tuple], request_id: str) -> None:
-    """DEMOTE_PRIMARIES_BATCH for (loser_id, survivor_id, email, phone_number) tuples,
-    then COMMIT: one round trip."""
-    statements = ["COMMIT"]
-    params = {"request_id": request_id}
+def record_and_commit(cur, new_ids: list[int], demotions: list[tuple], request_id: str) -> None:
+    """RECORD_NEW_ROWS, DEMOTE_PRIMARIES_BATCH for (loser_id, survivor_id, email,
+    phone_number) tuples, then COMMIT: one round trip."""
+    statements = [RECORD_NEW_ROWS] if new_ids else []
+    params = {"request_id": request_id, "new_ids": new_ids}
     if demotions:
-        statements.insert(0, DEMOTE_PRIMARIES_BATCH)
+        statements.append(DEMOTE_PRIMARIES_BATCH)
         loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions))
         params.update(
             loser_ids=loser_ids, survivor_ids=survivor_ids, emails=emails, phone_numbers=phone_numbers
         )
+    statements.append("COMMIT")
     cur.execute(";".join(statements), params)
 
 
