@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg2
 from bench import Workload, _fill, _requests, _service, drive  # also puts the project on sys.path
@@ -77,9 +78,33 @@ def _order(rng: random.Random, customers: list) -> tuple[str, str]:
     return email, phone
 
 
-def run_import(database_url: str, path: str) -> tuple[float, float, int]:
-    """(seconds, orders/s, peak RSS in MiB) of `flask --app identity import path`."""
+def _database_cpu(server) -> float:
+    """CPU seconds used so far by the embedded server's processes (0 without one): the
+    postmaster, its live children, and the children that exited (the import's backend)."""
+    if server is None:
+        return 0.0
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_import(database_url: str, path: str, server) -> dict:
+    """Seconds, orders/s, peak RSS (MiB) and CPU seconds (import, database) of
+    `flask --app identity import path`."""
     env = {**os.environ, "DATABASE_URL": database_url}
+    database_cpu = _database_cpu(server)
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "identity", "import", path],
@@ -95,7 +120,21 @@ def run_import(database_url: str, path: str) -> tuple[float, float, int]:
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise RuntimeError("the import failed")
     read = int(output.split()[1].replace(",", ""))
-    return seconds, read / seconds, usage.ru_maxrss // 1024
+    figures = {
+        "seconds": seconds,
+        "rate": read / seconds,
+        "rss": usage.ru_maxrss / 1024,
+        "import_cpu": usage.ru_utime + usage.ru_stime,
+        "database_cpu": _database_cpu(server) - database_cpu,
+        "load": (load + os.getloadavg()[0]) / 2,
+    }
+    print(
+        f"    {figures['rate']:,.0f} orders/s; CPU: import {figures['import_cpu']:.1f} s, "
+        f"database {figures['database_cpu']:.1f} s; peak RSS {figures['rss']:.0f} MiB; "
+        f"load average {figures['load']:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    return figures
 
 
 def replay(database_url: str, path: str, count: int) -> float:
@@ -121,23 +160,23 @@ def _truncate(database_url: str) -> None:
     conn.close()
 
 
-def one_run(database_url: str, path: str, args) -> dict:
+def one_run(database_url: str, path: str, server, args) -> dict:
     _truncate(database_url)
     print("  import into an empty database", flush=True)
-    empty_s, empty_rate, empty_rss = run_import(database_url, path)
+    empty = run_import(database_url, path, server)
     _truncate(database_url)
     api_rate = replay(database_url, path, args.replay)
     print(f"  API replay, one at a time: {api_rate:,.0f} orders/s ({args.replay:,} orders)")
     _fill(database_url, args.existing_rows)
     print(f"  import into a database of {args.existing_rows:,} rows", flush=True)
-    full_s, full_rate, full_rss = run_import(database_url, path)
+    full = run_import(database_url, path, server)
     return {
-        "empty_rate": empty_rate,
-        "empty_s": empty_s,
+        "empty_rate": empty["rate"],
         "api_rate": api_rate,
-        "ratio": empty_rate / api_rate,
-        "full_rate": full_rate,
-        "rss": max(empty_rss, full_rss),
+        "ratio": empty["rate"] / api_rate,
+        "full_rate": full["rate"],
+        "rss": max(empty["rss"], full["rss"]),
+        "cpu_per_order": 1e6 * (empty["import_cpu"] + empty["database_cpu"]) / args.orders,
     }
 
 
@@ -169,7 +208,7 @@ def main() -> int:
             runs = []
             for number in range(args.runs):
                 print(f"run {number + 1} of {args.runs}", flush=True)
-                runs.append(one_run(database_url, path, args))
+                runs.append(one_run(database_url, path, server, args))
         finally:
             if server:
                 server.close()
@@ -180,6 +219,7 @@ def main() -> int:
         ("ratio", "import / API", "x"),
         ("full_rate", f"import into {args.existing_rows:,} rows", "orders/s"),
         ("rss", "peak RSS of the import", "MiB"),
+        ("cpu_per_order", "CPU per order, import + database (empty)", "µs"),
     ):
         values = [run[key] for run in runs]
         shown = ", ".join(f"{value:,.1f}" for value in values)

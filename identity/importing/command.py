@@ -81,13 +81,13 @@ def _connect(config):
         config["DATABASE_URL"],
         connect_timeout=config["CONNECT_TIMEOUT_S"],
         options=f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
-        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} -c plan_cache_mode=force_generic_plan",
+        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}",
         application_name="identity-import",
     )
     conn.autocommit = True  # transactions are opened explicitly, as by /identify
     try:
         with conn.cursor() as cur:
-            repository.prepare_statements(cur)
+            repository.estimated_rows(cur)  # the schema is there
     except psycopg2.Error:
         conn.close()
         raise

@@ -37,6 +37,10 @@ _CONFLICTS = (
 )
 
 
+# New rows before the first ANALYZE of an import (see Loader._keep_statistics).
+ANALYZE_AFTER_ROWS = 2000
+
+
 class BatchFailed(Exception):
     """The batch could not commit within its retry budget (the import stops, exit 2)."""
 
@@ -50,6 +54,9 @@ class Loader:
         self.conn = conn
         self.request_id = request_id
         self.retry_budget = retry_budget
+        with conn.cursor() as cur:
+            self._rows_at_analyze = repository.estimated_rows(cur)
+        self._rows_since_analyze = 0
 
     def load(self, orders: list[Order]) -> BatchPlan:
         """Import one batch, oldest order first (file order among equal times)."""
@@ -60,7 +67,9 @@ class Loader:
         )
         for attempt in range(self.retry_budget + 1):
             try:
-                return self._attempt(orders, emails, phone_numbers)
+                plan = self._attempt(orders, emails, phone_numbers)
+                self._keep_statistics(len(plan.new_rows))
+                return plan
             except (*_CONFLICTS, _PrimariesChanged):
                 self._rollback()
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
@@ -116,6 +125,17 @@ class Loader:
             for loser, (email, phone_number) in sorted(plan.demoted.items())
         ]
         repository.record_and_commit(cur, list(real_ids.values()), demotions, self.request_id)
+
+    def _keep_statistics(self, new_rows: int) -> None:
+        """ANALYZE whenever the import has grown the table by half of what the planner
+        last knew (at least ANALYZE_AFTER_ROWS rows): about ten times for a million rows
+        into an empty table, and plans always made for the table's real size."""
+        self._rows_since_analyze += new_rows
+        if self._rows_since_analyze >= max(ANALYZE_AFTER_ROWS, self._rows_at_analyze // 2):
+            with self.conn.cursor() as cur:
+                repository.analyze(cur)
+                self._rows_at_analyze = repository.estimated_rows(cur)
+            self._rows_since_analyze = 0
 
     def _rollback(self) -> None:
         try:

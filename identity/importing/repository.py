@@ -11,36 +11,48 @@ from datetime import datetime
 from .. import repository as service
 from .linker import Owner
 
-# The owners of the batch's values ($1 e-mails, $2 phone numbers): for every value that
-# a live row holds, the live primary of that row's customer and the primary's createdAt.
-# With SPEC §6.1 a secondary's linkedId is its primary. The values are found on the
-# partial indexes of live rows; the primary is fetched in a LATERAL subquery with LIMIT
-# 1, which keeps it a primary-key look-up per matched row (a join would let the planner
-# hash the whole table).
+# The owners of the batch's values: for every e-mail and phone number that a live row
+# holds, the live primary of that row's customer and the primary's createdAt.
+# One value at a time (unnest, then a LATERAL look-up): an index look-up by e-mail or
+# phone number on the partial indexes of live rows, then a primary-key look-up of the
+# row's primary (SPEC §6.1: a secondary's linkedId is its primary), whatever the table's
+# size when the plan was made. One row per value is enough: under the batch's locks
+# every row holding a value has the same primary (§6.2).
 VALUE_OWNERS = """
-(SELECT DISTINCT row.email, NULL::text, primary_row.id, primary_row.createdAt
-   FROM contact AS row
-  CROSS JOIN LATERAL (
-        SELECT id, createdAt FROM contact
-         WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
-         LIMIT 1) AS primary_row
-  WHERE row.deletedAt IS NULL AND row.email = ANY($1))
+SELECT value, NULL, owner.id, owner.createdAt
+  FROM unnest(%(emails)s::text[]) AS value
+ CROSS JOIN LATERAL (
+       SELECT primary_row.id, primary_row.createdAt
+         FROM contact AS row
+        CROSS JOIN LATERAL (
+              SELECT id, createdAt FROM contact
+               WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
+               LIMIT 1) AS primary_row
+        WHERE row.email = value AND row.deletedAt IS NULL
+        LIMIT 1) AS owner
 UNION ALL
-(SELECT DISTINCT NULL::text, row.phoneNumber, primary_row.id, primary_row.createdAt
-   FROM contact AS row
-  CROSS JOIN LATERAL (
-        SELECT id, createdAt FROM contact
-         WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
-         LIMIT 1) AS primary_row
-  WHERE row.deletedAt IS NULL AND row.phoneNumber = ANY($2))
+SELECT NULL, value, owner.id, owner.createdAt
+  FROM unnest(%(phone_numbers)s::text[]) AS value
+ CROSS JOIN LATERAL (
+       SELECT primary_row.id, primary_row.createdAt
+         FROM contact AS row
+        CROSS JOIN LATERAL (
+              SELECT id, createdAt FROM contact
+               WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
+               LIMIT 1) AS primary_row
+        WHERE row.phoneNumber = value AND row.deletedAt IS NULL
+        LIMIT 1) AS owner
 """
 
-# VALUE_OWNERS runs twice per batch with a thousand values or more: prepared once per
-# connection, and planned once (the connection runs with plan_cache_mode =
-# force_generic_plan), since planning it with the values as constants estimates each of
-# them and costs as much as running it.
-PREPARE_VALUE_OWNERS = "PREPARE import_value_owners (text[], text[]) AS " + VALUE_OWNERS
-EXECUTE_VALUE_OWNERS = "EXECUTE import_value_owners(%(emails)s, %(phone_numbers)s)"
+# Statistics for the planner, refreshed as the import grows the table (see
+# Loader._keep_statistics): plans made for a young table (a scan of a whole index, a
+# foreign-key check by sequential scan) get slower with every batch. ANALYZE reads a
+# sample, takes no lock that a reader or writer waits for, and makes cached plans
+# (the foreign keys' checks among them) be made again.
+ANALYZE_CONTACTS = "ANALYZE contact"
+
+# How many live rows the planner believes the table has (-1: never analysed).
+ESTIMATED_ROWS = "SELECT reltuples::bigint FROM pg_class WHERE oid = 'contact'::regclass"
 
 # Ids for the batch's new rows, taken from the table's own identity sequence, so rows
 # inserted by /identify and by the import never collide. A batch needs its ids before it
@@ -71,7 +83,8 @@ SELECT %(request_id)s,
 
 # The write path's DEMOTE_PRIMARIES for many losers at once, each with its own survivor:
 # every loser becomes a secondary of its survivor and every live row that pointed at it
-# now points at the survivor (no chains, §6.1); the history gets the same events as a
+# now points at the survivor (no chains, §6.1; two updates, of disjoint rows: losers are
+# primaries, so none of them points at another); the history gets the same events as a
 # merge by /identify: primary_demoted with the values that bridged the customers, and
 # rows_repointed naming the secondaries that followed. The parts of one WITH statement
 # share one snapshot, so `former_links` sees the links before the update.
@@ -91,8 +104,13 @@ demoted AS (
     UPDATE contact
        SET linkedId = demotion.survivor_id, linkPrecedence = 'secondary'
       FROM demotion
-     WHERE contact.deletedAt IS NULL
-       AND (contact.id = demotion.loser_id OR contact.linkedId = demotion.loser_id)
+     WHERE contact.id = demotion.loser_id AND contact.deletedAt IS NULL
+),
+repointed AS (
+    UPDATE contact
+       SET linkedId = demotion.survivor_id
+      FROM demotion
+     WHERE contact.linkedId = demotion.loser_id AND contact.deletedAt IS NULL
 )
 INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds)
 SELECT %(request_id)s, 'primary_demoted', loser_id, survivor_id, email, phone_number, NULL
@@ -118,8 +136,13 @@ def _copy_data(rows: list[tuple]) -> io.StringIO:
     return io.StringIO("".join("\t".join(map(_copy_field, row)) + "\n" for row in rows))
 
 
-def prepare_statements(cur) -> None:
-    cur.execute(PREPARE_VALUE_OWNERS)
+def analyze(cur) -> None:
+    cur.execute(ANALYZE_CONTACTS)
+
+
+def estimated_rows(cur) -> int:
+    cur.execute(ESTIMATED_ROWS)
+    return max(0, cur.fetchone()[0])
 
 
 def begin_and_lock_values(cur, emails: list[str], phone_numbers: list[str]) -> list[Owner]:
@@ -130,7 +153,7 @@ def begin_and_lock_values(cur, emails: list[str], phone_numbers: list[str]) -> l
         *(key for phone in phone_numbers for key in service._lock_keys(None, phone)),
     ]
     params = {"values": keys, "emails": emails, "phone_numbers": phone_numbers}
-    cur.execute(";".join(["BEGIN", service.LOCK_VALUES, EXECUTE_VALUE_OWNERS]), params)
+    cur.execute(";".join(["BEGIN", service.LOCK_VALUES, VALUE_OWNERS]), params)
     return [Owner(*row) for row in cur]
 
 
@@ -140,7 +163,7 @@ def lock_primaries(
     """Take /identify's locks on these primaries (in id order) and read the owners again
     under them: one round trip."""
     params = {"primary_ids": sorted(primary_ids), "emails": emails, "phone_numbers": phone_numbers}
-    cur.execute(";".join([service.LOCK_PRIMARIES, EXECUTE_VALUE_OWNERS]), params)
+    cur.execute(";".join([service.LOCK_PRIMARIES, VALUE_OWNERS]), params)
     return [Owner(*row) for row in cur]
 
 
