@@ -107,6 +107,7 @@ class _Chunk:
     rejects: list[Reject] = field(default_factory=list)
     read: int = 0
     last_line: int = 0
+    position: int = 0  # bytes of the input consumed when the chunk was complete
 
     def add(self, item: Order | Reject) -> None:
         (self.rejects if isinstance(item, Reject) else self.orders).append(item)
@@ -132,7 +133,7 @@ class _Import:
 
     def run(self) -> int:
         previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-        progress = Progress(sys.stderr, self.source.size, self.source.position)
+        progress = Progress(sys.stderr, self.source.size)
         try:
             finished = self._batches(progress)
         except UnreadableInput as error:
@@ -179,7 +180,7 @@ class _Import:
                     self._load(chunk.orders)
                 self.tally.read += chunk.read
                 self.last_line = chunk.last_line
-                progress.update(self.tally)
+                progress.update(self.tally, chunk.position)
                 if self.stop_requested:
                     return False
         return True
@@ -192,8 +193,10 @@ class _Import:
                 item = self.validator.validate(item)
             chunk.add(item)
             if len(chunk.orders) >= self.batch_size:
+                chunk.position = self.source.position()
                 yield chunk
                 chunk = _Chunk()
+        chunk.position = self.source.position()
         yield chunk
 
     def _load(self, batch: list[Order]) -> None:

@@ -68,11 +68,12 @@ class Loader:
         for attempt in range(self.retry_budget + 1):
             try:
                 plan = self._attempt(orders, emails, phone_numbers)
-                self._keep_statistics(len(plan.new_rows))
-                return plan
             except (*_CONFLICTS, _PrimariesChanged):
                 self._rollback()
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
+                continue
+            self._keep_statistics(len(plan.new_rows))
+            return plan
         raise BatchFailed()
 
     def _attempt(self, orders, emails, phone_numbers) -> BatchPlan:

@@ -56,9 +56,9 @@ class Tally:
 
 
 class Progress:
-    def __init__(self, stream, size: int | None, position):
-        """size: the input's bytes (None when unknown); position(): bytes consumed."""
-        self.stream, self.size, self.position = stream, size, position
+    def __init__(self, stream, size: int | None):
+        """size: the input's bytes (None when unknown)."""
+        self.stream, self.size = stream, size
         self.bar = None
         if stream.isatty():
             self.bar = tqdm(
@@ -66,15 +66,15 @@ class Progress:
             )
         self.last_line = time.monotonic()
 
-    def update(self, tally: Tally) -> None:
+    def update(self, tally: Tally, consumed: int) -> None:
+        """consumed: bytes of the input read for the orders in the tally."""
         if self.bar is not None:
-            consumed = self.position()
             if self.size and consumed:
                 self.bar.total = max(tally.read, round(tally.read * self.size / consumed))
             self.bar.update(tally.read - self.bar.n)
         elif time.monotonic() - self.last_line >= PLAIN_EVERY_S:
             self.last_line = time.monotonic()
-            percent = f", {100 * self.position() / self.size:.0f} % of the file" if self.size else ""
+            percent = f", {100 * consumed / self.size:.0f} % of the file" if self.size else ""
             self.stream.write(
                 f"import: {tally.read:,} orders read, {tally.rejected:,} rejected, "
                 f"{tally.read / tally.seconds:,.0f} orders/s{percent}\n"
