@@ -25,10 +25,6 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
 
     @property
-    def imported(self) -> int:
-        return sum(self.outcomes.values())
-
-    @property
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
