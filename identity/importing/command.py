@@ -43,7 +43,7 @@ def default_rejects_path(file: str) -> str:
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, 5000),
+    type=click.IntRange(1, 2000),
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="orders per transaction",
