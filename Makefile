@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver test test-browser test-proxy smoke audit bench bench-scale profile clean
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,13 @@ test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a ser
 audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
 	$(WITH_DB) $(PY) -m flask --app identity audit
 
+import: $(STAMP) ## import historical orders: make import FILE=orders.csv[.gz] [REJECTS=path] (docs/import.md)
+	@test -n "$(FILE)" || { echo "usage: make import FILE=orders.csv [REJECTS=path]" >&2; exit 2; }
+	$(WITH_DB) $(MAKE) --no-print-directory db-init import-file
+
+import-file:
+	$(PY) -m flask --app identity import "$(FILE)" $(if $(REJECTS),--rejects "$(REJECTS)")
+
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
@@ -65,6 +72,9 @@ profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled w
 
 bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,000 rows (~3 min)
 	$(PY) tests/bench.py --scale
+
+bench-import: $(STAMP) ## import of 1 M generated orders: empty and 1 M-row database, vs the API (~10 min; ARGS=--orders N)
+	$(PY) tests/bench_import.py $(ARGS)
 
 clean: ## remove the virtual environment and the embedded database's data
 	rm -rf $(VENV) .pgdata *.egg-info

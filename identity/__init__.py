@@ -5,6 +5,7 @@ from flask import Flask
 from . import access, config, console, db, errors, observability, openapi, repository
 from .audit import audit_command
 from .blocklist import Blocklist, StoredBlocklist
+from .importing.command import import_command
 from .metrics import Metrics
 from .migrations import init_db_command
 from .schemas import IdentifyRequest
@@ -36,6 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(audit_command)
     app.cli.add_command(init_db_command)
     app.cli.add_command(deliver_command)
+    app.cli.add_command(import_command)
 
     from .api import ContactIdConverter, bp
 

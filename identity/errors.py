@@ -72,18 +72,28 @@ def _api_error(error: ApiError):
     )
 
 
-def _validation_error(error: ValidationError):
+def validation_error_detail(error: ValidationError) -> tuple[str, str, dict | None]:
+    """The code, message and fields of a request that fails SPEC §4 (also the import's
+    rejects, so both say the same)."""
     messages = error.normalized_messages()
     schema_messages = messages.pop("_schema", [])
     if messages:
         summary = "; ".join(f"{name} {' '.join(text)}" for name, text in messages.items())
-        return _error_response(400, "invalid_field", summary, messages)
-    return _error_response(400, "missing_identifier", " ".join(schema_messages))
+        return "invalid_field", summary, messages
+    return "missing_identifier", " ".join(schema_messages), None
+
+
+def blocked_values_detail(error: AllValuesBlocked) -> tuple[str, str, None]:
+    message = "every value given is on the junk-value blocklist: " + ", ".join(error.fields)
+    return "blocked_values", message, None
+
+
+def _validation_error(error: ValidationError):
+    return _error_response(400, *validation_error_detail(error))
 
 
 def _all_values_blocked(error: AllValuesBlocked):
-    message = "every value given is on the junk-value blocklist: " + ", ".join(error.fields)
-    return _error_response(400, "blocked_values", message)
+    return _error_response(400, *blocked_values_detail(error))
 
 
 # The look-ups' and corrections' outcomes that are not a customer.

@@ -64,9 +64,9 @@ def components(rows: list[ContactRow]) -> list[list[ContactRow]]:
             if value[1] is not None:
                 union_find.union(row.id, first_row_with.setdefault(value, row.id))
     grouped: dict[int, list[ContactRow]] = {}
-    for row in sorted(rows, key=_age):
+    for row in sorted(rows, key=creation_order):
         grouped.setdefault(union_find.find(row.id), []).append(row)
-    return sorted(grouped.values(), key=lambda group: _age(group[0]))
+    return sorted(grouped.values(), key=lambda group: creation_order(group[0]))
 
 
 def relink(rows: list[ContactRow], root_id: int | None = None) -> list[LinkedCustomer]:
@@ -102,10 +102,10 @@ def customers(rows: list[ContactRow]) -> list[LinkedCustomer]:
     for root_id, group in groups.items():
         root = by_id.get(root_id)
         if root is not None and root.is_primary:
-            found.append(LinkedCustomer(root_id, sorted(group, key=_age)))
+            found.append(LinkedCustomer(root_id, sorted(group, key=creation_order)))
         else:
             found.extend(relink(group, root_id))
-    return sorted(found, key=lambda customer: _age(customer.primary))
+    return sorted(found, key=lambda customer: creation_order(customer.primary))
 
 
 def touched(
@@ -133,5 +133,6 @@ def _root(row: ContactRow, by_id: dict[int, ContactRow]) -> int:
     return row.id if row.linked_id is None else row.linked_id
 
 
-def _age(row: ContactRow) -> tuple:
+def creation_order(row) -> tuple:
+    """SPEC §5's "oldest": createdAt, then id. Any row-like object with both will do."""
     return (row.created_at, row.id)

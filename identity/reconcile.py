@@ -67,6 +67,24 @@ class _Plan:
         )
 
 
+def brings_new_value(email: str | None, phone_number: str | None, knows_email, knows_phone) -> bool:
+    """SPEC §5.2, second bullet: the request carries a value the customer lacks.
+
+    knows_email and knows_phone are containers of the customer's values (sets here, the
+    import's value index there)."""
+    return (email is not None and email not in knows_email) or (
+        phone_number is not None and phone_number not in knows_phone
+    )
+
+
+def outcome_of(merged: bool, inserted: bool, had_customer: bool) -> Outcome:
+    if merged:
+        return Outcome.MERGE
+    if inserted:
+        return Outcome.NEW_SECONDARY if had_customer else Outcome.NEW_CUSTOMER
+    return Outcome.UNCHANGED
+
+
 def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -> _Plan:
     found = linking.customers(rows)
     touched = linking.touched(found, email, phone_number)
@@ -82,14 +100,11 @@ def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -
     rows_of_c = [row for customer in touched for row in customer.rows]
     known_emails = {row.email for row in rows_of_c}
     known_phones = {row.phone_number for row in rows_of_c}
-    brings_new = (email is not None and email not in known_emails) or (
-        phone_number is not None and phone_number not in known_phones
-    )
     return _Plan(
         customers=touched,
         survivor=touched[0].primary,
         losers=[customer.primary.id for customer in touched[1:]],
-        insert=brings_new,
+        insert=brings_new_value(email, phone_number, known_emails, known_phones),
         relinks=relinks,
     )
 
@@ -131,11 +146,7 @@ def _write(
 
 
 def _outcome(plan: _Plan) -> Outcome:
-    if plan.losers:
-        return Outcome.MERGE
-    if plan.insert:
-        return Outcome.NEW_SECONDARY if plan.survivor else Outcome.NEW_CUSTOMER
-    return Outcome.UNCHANGED
+    return outcome_of(bool(plan.losers), plan.insert, plan.survivor is not None)
 
 
 def _demoted(row: ContactRow, survivor_id: int, loser_ids: list[int]) -> ContactRow:

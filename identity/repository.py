@@ -123,15 +123,23 @@ EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s
 # validated (BLOCK_VALUE runs under the same lock), by key: the values stay out of it.
 ROOT_LOCK_SPACE = 1
 
-BEGIN_AND_LOCK = """
-BEGIN;
+LOCK_VALUE_KEYS = """
 SELECT pg_advisory_xact_lock(key)
-  FROM (SELECT DISTINCT key FROM unnest(%(value_keys)s::bigint[]) AS key ORDER BY key) AS keys;
+  FROM (SELECT DISTINCT key FROM unnest(%(value_keys)s::bigint[]) AS key ORDER BY key) AS keys
+"""
+LOCK_ROOTS = """
 SELECT pg_advisory_xact_lock(%(space)s, root_id)
   FROM (SELECT DISTINCT root_id FROM unnest(%(root_ids)s::integer[]) AS root_id
-         ORDER BY root_id) AS roots;
-SELECT lockKey FROM blocked_value WHERE lockKey = ANY(%(value_keys)s::bigint[])
+         ORDER BY root_id) AS roots
 """
+BEGIN_AND_LOCK = ";".join(
+    [
+        "BEGIN",
+        LOCK_VALUE_KEYS,
+        LOCK_ROOTS,
+        "SELECT lockKey FROM blocked_value WHERE lockKey = ANY(%(value_keys)s::bigint[])",
+    ]
+)
 
 # SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
 # every live row that pointed at a loser now points at the survivor (no chains, §6.1).

@@ -31,7 +31,7 @@ _PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
 # figure dash (U+2012), en dash (U+2013) and minus sign (U+2212); dots; parentheses.
 _PHONE_SEPARATORS = re.compile(r"[ \u00a0\u202f\-\u2010-\u2013\u2212.()]")
 # Loaded attribute name -> the request field's name, for messages and `ignored`.
-_FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
+FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
 
 
 @dataclass(frozen=True)
@@ -49,26 +49,21 @@ class AllValuesBlocked(Exception):
         self.fields = fields_
 
 
-class NormalisedEmail(fields.Field):
-    """A string, trimmed, validated and normalised; blank means absent (SPEC §4).
+def normalise_email(value, blocklist: Blocklist) -> str | Blocked | None:
+    """SPEC §4 for an e-mail: trimmed, lower-cased, valid; blank means absent.
 
-    The form stored and matched: the local part NFC-normalised and lower-cased; the
-    domain in Unicode (IDNA-decoded), so the a-label and u-label spellings of one domain
-    (xn--bcher-kva.de, bücher.de, BÜCHER.DE) are one value: bücher.de."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise ValidationError("must be a string or null")
-        email = value.strip().lower()
-        if not email:
-            return None
-        blocklist = self.parent.blocklist
-        if blocklist.blocks_email(email):  # placeholders such as "n/a", as typed
-            return Blocked(email)
-        if len(email) > MAX_EMAIL_LENGTH:
-            raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters")
-        email = _normalised_email(email)
-        return Blocked(email) if blocklist.blocks_email(email) else email
+    The one copy of the rule: the request schema and the bulk import both call it."""
+    if not isinstance(value, str):
+        raise ValidationError("must be a string or null")
+    email = value.strip().lower()
+    if not email:
+        return None
+    if blocklist.blocks_email(email):  # placeholders such as "n/a", as typed
+        return Blocked(email)
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters")
+    email = _normalised_email(email)
+    return Blocked(email) if blocklist.blocks_email(email) else email
 
 
 def _normalised_email(email: str) -> str:
@@ -83,29 +78,57 @@ def _normalised_email(email: str) -> str:
     return address.normalized.lower()
 
 
+def normalise_phone_number(value, blocklist: Blocklist) -> str | Blocked | None:
+    """SPEC §4 for a phone number: a string or a non-negative integer, separators removed;
+    blank means absent. The one copy of the rule (see normalise_email)."""
+    # bool is a subclass of int: true must not become the phone number "1".
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValidationError("must not be negative")
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValidationError("must be a string, an integer or null")
+    if not value.strip():
+        return None
+    phone_number = _PHONE_SEPARATORS.sub("", value.strip())
+    well_formed = _PHONE_DIGITS.fullmatch(phone_number) is not None
+    if blocklist.blocks_phone_number(value, phone_number if well_formed else None):
+        return Blocked(phone_number)
+    if not well_formed:
+        raise ValidationError(
+            "must be 1 to 15 digits, optionally after a leading +, "
+            "with only spaces, hyphens, dashes, dots and parentheses between them"
+        )
+    return phone_number
+
+
+def check_identifiers(values: dict) -> None:
+    """SPEC §4 across fields: at least one identifier, and not every one of them blocked.
+
+    values maps the loaded attribute names (email, phone_number) to normalised values."""
+    present = {name: value for name, value in values.items() if value is not None}
+    if not present:
+        raise ValidationError("at least one of email and phoneNumber is required")
+    if all(isinstance(value, Blocked) for value in present.values()):
+        raise AllValuesBlocked(sorted(FIELD_NAMES[name] for name in present))
+
+
+class NormalisedEmail(fields.Field):
+    """A string, trimmed, validated and normalised; blank means absent (SPEC §4).
+
+    The form stored and matched: the local part NFC-normalised and lower-cased; the
+    domain in Unicode (IDNA-decoded), so the a-label and u-label spellings of one domain
+    (xn--bcher-kva.de, bücher.de, BÜCHER.DE) are one value: bücher.de."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return normalise_email(value, self.parent.blocklist)
+
+
 class NormalisedPhoneNumber(fields.Field):
     """A string or a non-negative integer; separators removed; blank means absent (SPEC §4)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        # bool is a subclass of int: true must not become the phone number "1".
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise ValidationError("must not be negative")
-            value = str(value)
-        if not isinstance(value, str):
-            raise ValidationError("must be a string, an integer or null")
-        if not value.strip():
-            return None
-        phone_number = _PHONE_SEPARATORS.sub("", value.strip())
-        well_formed = _PHONE_DIGITS.fullmatch(phone_number) is not None
-        if self.parent.blocklist.blocks_phone_number(value, phone_number if well_formed else None):
-            return Blocked(phone_number)
-        if not well_formed:
-            raise ValidationError(
-                "must be 1 to 15 digits, optionally after a leading +, "
-                "with only spaces, hyphens, dashes, dots and parentheses between them"
-            )
-        return phone_number
+        return normalise_phone_number(value, self.parent.blocklist)
 
 
 class IdentifyRequest(Schema):
@@ -139,17 +162,13 @@ class IdentifyRequest(Schema):
 
     @validates_schema
     def at_least_one_identifier(self, data, **kwargs):
-        present = {name: value for name, value in data.items() if value is not None}
-        if not present:
-            raise ValidationError("at least one of email and phoneNumber is required")
-        if all(isinstance(value, Blocked) for value in present.values()):
-            raise AllValuesBlocked(sorted(_FIELD_NAMES[name] for name in present))
+        check_identifiers(data)
 
     @post_load
     def set_blocked_values_aside(self, data, **kwargs):
         """Blocked values become absent; `ignored` names their fields for the answer."""
         data["ignored"] = sorted(
-            _FIELD_NAMES[name] for name, value in data.items() if isinstance(value, Blocked)
+            FIELD_NAMES[name] for name, value in data.items() if isinstance(value, Blocked)
         )
         for name in ("email", "phone_number"):
             if isinstance(data[name], Blocked):
