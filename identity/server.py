@@ -33,7 +33,7 @@ DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
 # The supervisor passes the listening socket's file descriptor in this variable.
 LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
-logger = logging.getLogger("identity.server")  # also when run as __main__
+logger = logging.getLogger(__name__)
 client_log = logging.getLogger("identity.client")
 
 # Our codes for the errors waitress answers before the app runs.
@@ -290,12 +290,9 @@ def serve(app: Flask, sock: socket.socket) -> None:
 
 
 def main() -> None:
-    """A worker started by the supervisor: `python -m identity.server`."""
+    """A worker process, as the supervisor starts it."""
     from . import create_app
 
     sock = socket.socket(fileno=int(os.environ[LISTEN_FD_VARIABLE]))
     serve(create_app(), sock)
 
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ on SIGTERM, closes its copy of the socket and passes SIGTERM to every worker, wh
 drains as described in server.py; it exits once all have, 0 if every worker did. SIGINT
 (Ctrl-C) stops every worker at once.
 
-Workers are started as fresh interpreters (`python -m identity.server`), not forked: the
+Workers are started as fresh interpreters (`identity.server.main`), not forked: the
 metrics folder must be in the environment before prometheus-client is imported, and a
 fresh process inherits no threads or locks from this one.
 """
@@ -89,7 +89,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         env = {**os.environ, LISTEN_FD_VARIABLE: str(self.sock.fileno())}
         slot.process = subprocess.Popen(
-            [sys.executable, "-m", "identity.server"],
+            [sys.executable, "-c", "from identity.server import main; main()"],
             env=env,
             pass_fds=[self.sock.fileno()],
             preexec_fn=_die_with_parent,
