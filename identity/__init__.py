@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import access, config, db, errors, observability, openapi
+from . import access, config, db, errors, hubs, observability, openapi
 from .audit import audit_command
 from .blocklist import Blocklist
 from .metrics import Metrics
@@ -21,6 +21,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False  # answers keep SPEC §3's member order
     app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
+    app.extensions["identity_hub_rule"] = hubs.Rule(
+        app.config["HUB_MAX_PARTNERS"], app.config["HUB_ACTION"]
+    )
     app.extensions["identity_request_schema"] = IdentifyRequest(
         Blocklist.load(app.config["BLOCKLIST"])
     )

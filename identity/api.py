@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, g, request
 from . import access, feed, feed_repository, lookups, reconcile, repository
 from .db import DatabaseUnavailable, run_unit
 from .errors import ApiError
-from .schemas import customer_history, feed_page, feed_query, identify_response
+from .schemas import customer_history, feed_page, feed_query, identify_response, suspected_hubs
 
 # Every view declares who may call it (identity/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
@@ -46,13 +46,15 @@ def _answer(customer: reconcile.Customer, ignored: list[str]) -> dict:
 @access.role("checkout")
 def identify():
     checkout = _load_identifiers(_json_object())
-    customer, outcome = run_unit(
+    hub_rule = current_app.extensions["identity_hub_rule"]
+    result = run_unit(
         lambda conn: reconcile.identify(
-            conn, checkout["email"], checkout["phone_number"], g.request_id
+            conn, checkout["email"], checkout["phone_number"], g.request_id, hub_rule
         )
     )
-    g.outcome = outcome.value  # counted and logged by observability
-    return _answer(customer, checkout["ignored"])
+    g.outcome = result.outcome.value  # counted and logged by observability
+    g.new_hubs = result.new_hubs  # likewise
+    return _answer(result.customer, checkout["ignored"])
 
 
 @bp.get("/identify")
@@ -75,6 +77,12 @@ def contact(contact_id: int):
 @access.role("support")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
+
+
+@bp.get("/hubs")
+@access.role("support")
+def hubs():
+    return suspected_hubs.dump({"hubs": run_unit(lookups.suspected_hubs)})
 
 
 @bp.get("/events")

@@ -38,4 +38,8 @@ def from_environment() -> dict:
         "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),
         "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
         "FEED_TOKENS": _tokens("FEED_TOKENS"),
+        # The hub alarm (identity/hubs.py): more partners than this make a suspected hub;
+        # alert records it, block also puts it on the stored blocklist.
+        "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
+        "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),
     }

@@ -16,6 +16,7 @@ from .schemas import (
     IdentifyRequest,
     IdentifyResponse,
     Status,
+    SuspectedHubs,
 )
 
 _ERRORS = {
@@ -68,6 +69,7 @@ def build_spec() -> dict:
     spec.components.schema("Status", schema=Status)
     spec.components.schema("CustomerHistory", schema=CustomerHistory)
     spec.components.schema("FeedPage", schema=FeedPage)
+    spec.components.schema("SuspectedHubs", schema=SuspectedHubs)
 
     spec.path(
         path="/identify",
@@ -113,6 +115,19 @@ def build_spec() -> dict:
         ),
     ):
         spec.path(path=path, operations={"get": _contact_operation(summary, answer)})
+    spec.path(
+        path="/hubs",
+        operations={
+            "get": {
+                "summary": "The suspected hubs not yet resolved, newest first: values shared "
+                "by more than HUB_MAX_PARTNERS values of the other kind within one customer",
+                "responses": {
+                    "200": _json("SuspectedHubs", "the suspected hubs"),
+                    "503": _error(_ERRORS["503"]),
+                },
+            }
+        },
+    )
     spec.path(
         path="/events",
         operations={

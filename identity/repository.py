@@ -213,10 +213,41 @@ SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
  WHERE id = (SELECT currval(pg_get_serial_sequence('contact', 'id')))
 """
 
+# SPEC §13: records the suspected hubs a write found (hubs.suspected), each only if no
+# unresolved row of the same value exists (the partial unique index
+# suspected_hub_unresolved), and one hub_suspected history event per hub newly recorded:
+# its row, its customer's primary and the kind of value, never the value. Runs in the
+# write's transaction, after its locks; only a write that finds a hub sends it. Answers
+# the kinds of the hubs newly recorded.
+RECORD_SUSPECTED_HUBS = """
+WITH recorded AS (
+    INSERT INTO suspected_hub (kind, value, contactId, primaryContactId, partners, requestId)
+    SELECT hub.kind, hub.value, hub.contact_id, %(primary_id)s, hub.partners, %(request_id)s
+      FROM unnest(%(kinds)s::text[], %(hub_values)s::text[], %(contact_ids)s::integer[],
+                  %(partners)s::integer[]) AS hub (kind, value, contact_id, partners)
+        ON CONFLICT (kind, value) WHERE resolvedAt IS NULL DO NOTHING
+    RETURNING kind, contactId, primaryContactId
+),
+event AS (
+    INSERT INTO contact_event (requestId, kind, contactId, primaryId, valueKind)
+    SELECT %(request_id)s, 'hub_suspected', contactId, primaryContactId, kind FROM recorded
+)
+SELECT kind FROM recorded
+"""
+
+# GET /hubs: the unresolved suspected hubs, newest first.
+UNRESOLVED_HUBS = """
+SELECT kind, value, primaryContactId, partners, since
+  FROM suspected_hub
+ WHERE resolvedAt IS NULL
+ ORDER BY since DESC, id DESC
+"""
+
 # The history of a customer: every event about one of its rows, oldest first. Events are
 # written after the writer's locks, so id order is the order of the changes.
 CUSTOMER_HISTORY = """
-SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds
+SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds,
+       valueKind
   FROM contact_event
  WHERE contactId = ANY(%(row_ids)s)
  ORDER BY id
@@ -305,6 +336,30 @@ def write_and_commit(
     with conn.cursor() as cur:
         cur.execute(";".join(statements), params)
         return ContactRow(*cur.fetchone()) if insert else None
+
+
+def record_suspected_hubs(
+    conn, hubs: list, primary_id: int, request_id: str | None
+) -> set[str]:
+    """RECORD_SUSPECTED_HUBS for hubs.SuspectedHub values; the kinds newly recorded."""
+    params = {
+        "kinds": [hub.kind for hub in hubs],
+        "hub_values": [hub.value for hub in hubs],
+        "contact_ids": [hub.contact_id for hub in hubs],
+        "partners": [hub.partners for hub in hubs],
+        "primary_id": primary_id,
+        "request_id": request_id,
+    }
+    with conn.cursor() as cur:
+        cur.execute(RECORD_SUSPECTED_HUBS, params)
+        return {kind for (kind,) in cur}
+
+
+def unresolved_hubs(conn) -> list[tuple]:
+    """(kind, value, primaryContactId, partners, since) of every unresolved hub, newest first."""
+    with conn.cursor() as cur:
+        cur.execute(UNRESOLVED_HUBS)
+        return cur.fetchall()
 
 
 def _relink_params(relinks: dict[int, int | None]) -> dict:

@@ -46,6 +46,7 @@ ROUTES = [
     ("GET", "/identify", {"query_string": {"email": SEED["email"]}}, "support"),
     ("GET", "/contacts/1", {}, "support"),
     ("GET", "/contacts/1/history", {}, "support"),
+    ("GET", "/hubs", {}, "support"),
     ("GET", "/events", {}, "feed"),
     ("GET", "/healthz", {}, access.OPEN),
     ("GET", "/readyz", {}, access.OPEN),
