@@ -39,7 +39,7 @@ def from_environment() -> dict:
         "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
         "FEED_TOKENS": _tokens("FEED_TOKENS"),
         # The hub alarm (identity/hubs.py): more partners than this make a suspected hub;
-        # alert records it, block also puts it on the stored blocklist.
+        # alert records it (the only action until the stored blocklist exists).
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
         "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),
     }

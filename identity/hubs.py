@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .repository import ContactRow
 
 DEFAULT_MAX_PARTNERS = 10
-ACTIONS = ("alert", "block")
+ACTIONS = ("alert",)  # "block" needs the stored blocklist of the corrections (docs/hubs.md)
 
 # Each kind of value as the API names it: (its ContactRow field, its partners' field).
 _FIELDS = {"email": ("email", "phone_number"), "phoneNumber": ("phone_number", "email")}
