@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver test smoke audit bench bench-scale clean
+.PHONY: help run serve db-init deliver test test-browser smoke audit bench bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ deliver: $(STAMP) ## POST the change feed to WEBHOOK_URL, signed, until stopped 
 
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
+
+# SE_OFFLINE: Selenium must never fetch a browser or driver; it is given the installed ones.
+test-browser: $(STAMP) ## drive the support console in headless Chromium; screenshots in .screenshots/
+	SE_OFFLINE=true $(PY) -m pytest tests_browser
 
 audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
 	$(WITH_DB) $(PY) -m flask --app identity audit

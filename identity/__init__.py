@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import access, config, db, errors, hubs, observability, openapi
+from . import access, config, console, db, errors, hubs, observability, openapi
 from .audit import audit_command
 from .blocklist import Blocklist
 from .metrics import Metrics
@@ -39,5 +39,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import bp
 
     app.register_blueprint(bp)
+    console.init_app(app)
     app.extensions["identity_openapi"] = openapi.document(app)
     return app

@@ -10,6 +10,11 @@ Every view declares its role with a decorator, under its route decorator:
     @access.open_route
     def healthz(): ...
 
+The support console's pages are called by a browser, which cannot send a bearer token:
+they declare `@access.role("support", credential=access.SESSION)`, and the console's own
+check (identity/console/auth.py) decides them by its signed session instead, under the
+same rules (a support token, or loopback clients only while none is configured).
+
 An endpoint whose view is not ours to decorate (a blueprint's `static` files) is declared
 with `access.declare(app, "console.static", access.OPEN)`.
 
@@ -49,17 +54,22 @@ _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # RFC 7235: the scheme name is case-insensitive.
 _BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
 _DECLARATION = "access_role"
+_CREDENTIAL = "access_credential"
+BEARER, SESSION = "bearer", "session"  # how a client proves its role
 
 logger = logging.getLogger(__name__)
 
 
-def role(name: str):
-    """Declare that a view serves clients of role `name` only."""
+def role(name: str, credential: str = BEARER):
+    """Declare that a view serves clients of role `name` only, proven by `credential`."""
     if name not in ROLES:
         raise ValueError(f"unknown role {name!r}; the roles are {', '.join(ROLES)}")
+    if credential not in (BEARER, SESSION):
+        raise ValueError(f"unknown credential {credential!r}")
 
     def declare_view(view):
         setattr(view, _DECLARATION, name)
+        setattr(view, _CREDENTIAL, credential)
         return view
 
     return declare_view
@@ -189,6 +199,9 @@ def _decide() -> None:
     if route_role is None:
         logger.error("endpoint %s declares no role: every request is refused", request.endpoint)
         _deny(403, "undeclared_route")
+    view = current_app.view_functions[request.endpoint]
+    if getattr(view, _CREDENTIAL, BEARER) == SESSION:
+        return  # the console's session check decides (identity/console/auth.py)
     tokens: Tokens = current_app.extensions["identity_access"]
     header = request.headers.get("Authorization", "")
     if header:

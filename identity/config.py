@@ -38,6 +38,11 @@ def from_environment() -> dict:
         "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),
         "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
         "FEED_TOKENS": _tokens("FEED_TOKENS"),
+        # The support console's session cookie: the key that signs it (derived per
+        # deployment when unset: see console/auth.py), and Secure even when a TLS proxy
+        # hides HTTPS from us.
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
+        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "true",
         # The hub alarm (identity/hubs.py): more partners than this make a suspected hub;
         # alert records it (the only action until the stored blocklist exists).
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),

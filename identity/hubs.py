@@ -26,9 +26,6 @@ from .repository import ContactRow
 DEFAULT_MAX_PARTNERS = 10
 ACTIONS = ("alert",)  # "block" needs the stored blocklist of the corrections (docs/hubs.md)
 
-# Each kind of value as the API names it: (its ContactRow field, its partners' field).
-_FIELDS = {"email": ("email", "phone_number"), "phoneNumber": ("phone_number", "email")}
-
 
 @dataclass(frozen=True)
 class SuspectedHub:
@@ -38,35 +35,35 @@ class SuspectedHub:
     partners: int  # distinct values of the other kind on its rows, the new row's included
 
 
-def partners(rows: list[ContactRow], kind: str, value: str) -> set[str]:
-    """The distinct values of the other kind on the rows carrying `value`."""
-    own, other = _FIELDS[kind]
-    return {
-        getattr(row, other)
-        for row in rows
-        if getattr(row, own) == value and getattr(row, other) is not None
-    }
-
-
 def suspected(
     rows: list[ContactRow], email: str | None, phone_number: str | None, max_partners: int
 ) -> list[SuspectedHub]:
     """The request's values that are hubs once its new row (email, phone_number) is added.
 
     rows: every live row of the customer the new row joins (the write's customer C, merged),
-    oldest first, without the new row. A new row with one value adds no partner to it."""
+    oldest first, without the new row. A new row with one value adds no partner to it.
+    One pass over the rows: a write to a large customer pays little for the check."""
     if email is None or phone_number is None:
         return []
-    new_row = {"email": email, "phone_number": phone_number}
+    emails_of_phone, phones_of_email = {email}, {phone_number}  # the new row's
+    first_with_phone = first_with_email = None
+    for row in rows:
+        if row.phone_number == phone_number:
+            first_with_phone = first_with_phone or row
+            if row.email is not None:
+                emails_of_phone.add(row.email)
+        if row.email == email:
+            first_with_email = first_with_email or row
+            if row.phone_number is not None:
+                phones_of_email.add(row.phone_number)
     found = []
-    for kind, (own, other) in _FIELDS.items():
-        value = new_row[own]
-        carrying = [row for row in rows if getattr(row, own) == value]
-        if not carrying:
-            continue  # the new row is the value's only row: one partner
-        count = len(partners(carrying, kind, value) | {new_row[other]})
-        if count > max_partners:
-            found.append(SuspectedHub(kind, value, carrying[0].id, count))
+    # A value no stored row carries has the new row's partner only: never a hub.
+    if first_with_phone and len(emails_of_phone) > max_partners:
+        found.append(
+            SuspectedHub("phoneNumber", phone_number, first_with_phone.id, len(emails_of_phone))
+        )
+    if first_with_email and len(phones_of_email) > max_partners:
+        found.append(SuspectedHub("email", email, first_with_email.id, len(phones_of_email)))
     return found
 
 

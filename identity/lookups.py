@@ -41,6 +41,7 @@ class Hub:
 
     kind: str
     value: str
+    contact_id: int  # the oldest row that carried it when found
     primary_contact_id: int
     partners: int
     since: datetime
@@ -66,8 +67,7 @@ def _customer_of_contact(rows: list[repository.ContactRow], contact_id: int) -> 
 
 
 def customer_by_contact(conn, contact_id: int) -> Customer:
-    rows = repository.find_customer_of_contact(conn, contact_id)
-    return consolidate(_customer_of_contact(rows, contact_id))
+    return consolidate(customer_rows(conn, contact_id))
 
 
 def suspected_hubs(conn) -> list[Hub]:
@@ -87,3 +87,9 @@ def history(conn, contact_id: int) -> History:
         consolidate(customer).primary_contact_id,
         [Event(*event) for event in events if event[4] in ids],
     )
+
+
+def customer_rows(conn, contact_id: int) -> list[repository.ContactRow]:
+    """Every live row of the customer of contact_id, oldest first (the support console)."""
+    rows = repository.find_customer_of_contact(conn, contact_id)
+    return _customer_of_contact(rows, contact_id)

@@ -237,7 +237,7 @@ SELECT kind FROM recorded
 
 # GET /hubs: the unresolved suspected hubs, newest first.
 UNRESOLVED_HUBS = """
-SELECT kind, value, primaryContactId, partners, since
+SELECT kind, value, contactId, primaryContactId, partners, since
   FROM suspected_hub
  WHERE resolvedAt IS NULL
  ORDER BY since DESC, id DESC
@@ -356,7 +356,8 @@ def record_suspected_hubs(
 
 
 def unresolved_hubs(conn) -> list[tuple]:
-    """(kind, value, primaryContactId, partners, since) of every unresolved hub, newest first."""
+    """(kind, value, contactId, primaryContactId, partners, since) of every unresolved hub,
+    newest first."""
     with conn.cursor() as cur:
         cur.execute(UNRESOLVED_HUBS)
         return cur.fetchall()

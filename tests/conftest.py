@@ -85,8 +85,13 @@ def rows(db) -> list[tuple]:
 
 
 def identify(client, body: dict, request_id: str | None = None) -> dict:
-    """POST /identify through the test client; asserts a 200 and returns `contact`."""
+    """POST /identify through the test client; asserts a 200 and returns `contact`.
+
+    Sends a checkout token when the app has any, as a shop's checkout would."""
     headers = {"X-Request-Id": request_id} if request_id else {}
+    tokens = client.application.config["CHECKOUT_TOKENS"]
+    if tokens:
+        headers["Authorization"] = f"Bearer {tokens[0]}"
     response = client.post("/identify", json=body, headers=headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()["contact"]

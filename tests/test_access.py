@@ -53,6 +53,22 @@ ROUTES = [
     ("GET", "/metrics", {}, access.OPEN),
     ("GET", "/openapi.json", {}, access.OPEN),
 ]  # fmt: skip
+# The support console's pages: a browser proves the support role with the console's signed
+# session instead of a bearer token (tests/test_console.py tests that decision).
+CONSOLE_ROUTES = [
+    ("GET", "/console/sign-in", access.OPEN),
+    ("POST", "/console/sign-in", access.OPEN),
+    ("GET", "/console/static/console.css", access.OPEN),
+    ("POST", "/console/sign-out", "support"),
+    ("GET", "/console/", "support"),
+    ("POST", "/console/search", "support"),
+    ("GET", "/console/hubs", "support"),
+    ("GET", "/console/contacts/1", "support"),
+    ("POST", "/console/contacts/1/detach/review", "support"),
+    ("POST", "/console/contacts/1/detach", "support"),
+    ("GET", "/console/contacts/1/erase", "support"),
+    ("POST", "/console/contacts/1/erase", "support"),
+]
 CREDENTIALS = [None, "unknown", *access.ROLES]
 
 
@@ -112,7 +128,10 @@ def test_every_route_declares_the_role_the_product_gives_it(apps):
         for rule in app.url_map.iter_rules()
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    listed = {(method, rule_of(app, method, path)): role for method, path, _, role in ROUTES}
+    listed = {
+        (method, rule_of(app, method, path)): role
+        for method, path, role in [(m, p, r) for m, p, _, r in ROUTES] + CONSOLE_ROUTES
+    }
     assert declared == listed
 
 

@@ -254,3 +254,38 @@ def send_at_once(servers, bodies: list[dict]) -> list[int]:
     for thread in threads:
         thread.join(timeout=120)
     return statuses
+
+
+# --- The support console ------------------------------------------------------------------
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def test_the_console_lists_hubs_with_a_detach_and_block_form(client):
+    """No support token configured: the console serves this machine without sign-in."""
+    assert "No suspected hubs." in client.get("/console/hubs").get_data(as_text=True)
+    glue(client, "phoneNumber", range(11))
+
+    page = client.get("/console/hubs")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert PHONE in text and "<td data-label=\"Partners\">11</td>" in text
+    form = text[text.index('<form method="post" action="/console/contacts/1/detach/review"') :]
+    form = form[: form.index("</form>")]
+    assert f'name="value" value="phone:{PHONE}"' in form
+    assert 'name="block" value="yes"' in form
+
+    # The form leads to the console's own confirmation step, CSRF token and all.
+    review = client.post(
+        "/console/contacts/1/detach/review",
+        data={"csrf_token": _CSRF.search(form).group(1), "value": f"phone:{PHONE}", "block": "yes"},
+    )
+    assert review.status_code == 200
+    confirmation = review.get_data(as_text=True)
+    assert "It is removed from 11 rows" in confirmation and "<strong>blocked</strong>" in confirmation
+
+
+def test_the_console_history_names_the_kind_of_a_suspected_hub(client):
+    glue(client, "email", range(11))
+    page = client.get("/console/contacts/1").get_data(as_text=True)
+    assert "The e-mail of row #1 suspected of gluing strangers together" in page

@@ -149,7 +149,8 @@ def test_openapi_document_covers_every_route(app, client):
     routes = {
         re.sub(r"<[^:>]+:([a-z_]+)>", r"{\1}", rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
+        # The support console's HTML pages are not part of the JSON API.
+        if rule.endpoint != "static" and not rule.endpoint.startswith("console.")
     }
     assert routes == documented
 
