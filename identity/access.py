@@ -10,13 +10,10 @@ Every view declares its role with a decorator, under its route decorator:
     @access.open_route
     def healthz(): ...
 
-The support console's pages are called by a browser, which cannot send a bearer token:
-they declare `@access.role("support", credential=access.SESSION)`, and the console's own
-check (identity/console/auth.py) decides them by its signed session instead, under the
-same rules (a support token, or loopback clients only while none is configured).
-
 An endpoint whose view is not ours to decorate (a blueprint's `static` files) is declared
-with `access.declare(app, "console.static", access.OPEN)`.
+with `access.declare(app, "console.static", access.OPEN)`. Pages a browser signs in to
+name a `proof` (see `role`), and a blueprint may answer a refusal its own way with an
+error handler for `AccessDenied`.
 
 A `before_request` hook decides every request before its view runs, and so before the
 body is read or validated. A route that declares nothing is refused (fail closed), and the
@@ -39,6 +36,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
+from typing import Callable, NoReturn
 
 from flask import Flask, current_app, g, request
 
@@ -54,22 +52,23 @@ _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # RFC 7235: the scheme name is case-insensitive.
 _BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
 _DECLARATION = "access_role"
-_CREDENTIAL = "access_credential"
-BEARER, SESSION = "bearer", "session"  # how a client proves its role
+_PROOF = "access_proof"
 
 logger = logging.getLogger(__name__)
 
 
-def role(name: str, credential: str = BEARER):
-    """Declare that a view serves clients of role `name` only, proven by `credential`."""
+def role(name: str, *, proof: Callable[[], str | None] | None = None):
+    """Declare that a view serves clients of role `name` only.
+
+    `proof`, for pages a browser signs in to: a function that returns the hex SHA-256 of
+    the token the request's signed session was opened with, or None. A request without an
+    Authorization header is then let in while that token is still one of the role's."""
     if name not in ROLES:
         raise ValueError(f"unknown role {name!r}; the roles are {', '.join(ROLES)}")
-    if credential not in (BEARER, SESSION):
-        raise ValueError(f"unknown credential {credential!r}")
 
     def declare_view(view):
         setattr(view, _DECLARATION, name)
-        setattr(view, _CREDENTIAL, credential)
+        setattr(view, _PROOF, proof)
         return view
 
     return declare_view
@@ -138,10 +137,13 @@ class Tokens:
         return [token.id for token in self._tokens if token.role == role_name]
 
     def find(self, presented: str) -> Token | None:
-        """The configured token equal to `presented`, comparing with every one of them."""
+        """The configured token equal to `presented`."""
         if not _TOKEN_SYNTAX.fullmatch(presented):
             return None
-        digest = _digest(presented)
+        return self.find_digest(_digest(presented))
+
+    def find_digest(self, digest: bytes) -> Token | None:
+        """The configured token of this SHA-256 digest, comparing with every one of them."""
         found = None
         for token in self._tokens:
             if hmac.compare_digest(token.digest, digest):
@@ -173,11 +175,16 @@ def is_loopback(address: str | None) -> bool:
     return ip.is_loopback
 
 
-def _deny(status: int, reason: str, challenge: str = 'Bearer realm="identity"'):
+class AccessDenied(ApiError):
+    """A 401 or 403 from access control, in the JSON error shape unless a blueprint's
+    error handler answers it otherwise (a sign-in page, say)."""
+
+
+def _deny(status: int, reason: str, challenge: str = 'Bearer realm="identity"') -> NoReturn:
     g.access_denied = reason  # counted and logged by observability
     if status == 403:
-        raise ApiError(403, "forbidden", "this route needs a token of another role")
-    raise ApiError(
+        raise AccessDenied(403, "forbidden", "this route needs a token of another role")
+    raise AccessDenied(
         401,
         "unauthorized",
         "this route needs a valid bearer token (Authorization: Bearer <token>)",
@@ -190,6 +197,38 @@ def _presented_token(header: str) -> str:
     return match.group(1) if match else ""
 
 
+def _proved_token(tokens: Tokens) -> Token | None:
+    """The token a signed-in session proves, for a view that accepts one."""
+    proof = getattr(current_app.view_functions.get(request.endpoint), _PROOF, None)
+    digest = proof() if proof else None
+    try:
+        return tokens.find_digest(bytes.fromhex(digest)) if digest else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _grant(route_role: str, tokens: Tokens) -> tuple[str, str | None]:
+    """The role and token id a request of a route of `route_role` is let in with;
+    raises AccessDenied otherwise."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        token = tokens.find(_presented_token(header))
+        if token is None:
+            _deny(401, "unknown_token", 'Bearer realm="identity", error="invalid_token"')
+        if token.role != route_role:
+            g.access_role, g.access_token_id = token.role, token.id  # the log names who tried
+            _deny(403, "other_role")
+        return token.role, token.id
+    proved = _proved_token(tokens)
+    if proved is not None and proved.role == route_role:
+        return proved.role, proved.id
+    if tokens.ids(route_role):
+        _deny(401, "no_token")
+    if not is_loopback(request.remote_addr):
+        _deny(401, "loopback_only")
+    return route_role, None
+
+
 def _decide() -> None:
     if request.routing_exception is not None:
         return  # an unknown path or method: Flask answers 404 or 405, revealing nothing
@@ -199,24 +238,8 @@ def _decide() -> None:
     if route_role is None:
         logger.error("endpoint %s declares no role: every request is refused", request.endpoint)
         _deny(403, "undeclared_route")
-    view = current_app.view_functions[request.endpoint]
-    if getattr(view, _CREDENTIAL, BEARER) == SESSION:
-        return  # the console's session check decides (identity/console/auth.py)
-    tokens: Tokens = current_app.extensions["identity_access"]
-    header = request.headers.get("Authorization", "")
-    if header:
-        token = tokens.find(_presented_token(header))
-        if token is None:
-            _deny(401, "unknown_token", 'Bearer realm="identity", error="invalid_token"')
-        g.access_role, g.access_token_id = token.role, token.id
-        if token.role != route_role:
-            _deny(403, "other_role")
-    elif tokens.ids(route_role):
-        _deny(401, "no_token")
-    elif is_loopback(request.remote_addr):
-        g.access_role = route_role
-    else:
-        _deny(401, "loopback_only")
+    tokens = current_app.extensions["identity_access"]
+    g.access_role, g.access_token_id = _grant(route_role, tokens)
 
 
 def _listens_on_loopback(host: str) -> bool:
@@ -243,7 +266,8 @@ def log_configuration(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     """Read the tokens (a malformed one stops the app from starting) and guard every request.
 
-    Call after observability.init_app, whose request id the refusals carry."""
+    Call after observability.init_app: its hook must run first, to start the request's
+    timing and take its request id, which a refusal's log line carries too."""
     app.extensions["identity_access"] = Tokens(app.config)
     app.extensions["identity_access_declared"] = {}
     app.before_request(_decide)

@@ -1,8 +1,10 @@
 """Real server processes and a small HTTP client, shared by the tests and the benchmark."""
 
+import ctypes
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +17,14 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from identity.embedded import free_port  # noqa: E402
 
 START_TIMEOUT_S = 30
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even killed, so no server outlives
+    the run that started it. (Linux sends it when the starting thread ends: start servers
+    from the main thread.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerProcess:
@@ -45,6 +55,7 @@ class ServerProcess:
             env=env,
             cwd=PROJECT_ROOT,
             stderr=stderr,
+            preexec_fn=_stop_with_parent,
         )
         self.pid = self.process.pid
         try:

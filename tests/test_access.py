@@ -7,6 +7,7 @@ clients only. 401 for no or an unknown token, 403 for another role's token.
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 
 import pytest
-from flask import Blueprint
+from flask import Blueprint, redirect, session
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from werkzeug.test import EnvironBuilder
@@ -31,18 +32,17 @@ from servers import ServerProcess
 # Two tokens per role, as during a rotation; random, so that a log can be searched for them.
 TOKENS = {role: [secrets.token_urlsafe(24), secrets.token_urlsafe(24)] for role in access.ROLES}
 UNKNOWN_TOKEN = secrets.token_urlsafe(24)
-ALL_TOKENS = {"CHECKOUT_TOKENS": TOKENS["checkout"], "SUPPORT_TOKENS": TOKENS["support"],
-              "FEED_TOKENS": TOKENS["feed"]}  # fmt: skip
+ALL_TOKENS = {setting: TOKENS[role] for role, setting in access.SETTINGS.items()}
 NO_TOKENS = dict.fromkeys(access.SETTINGS.values(), ())
 NO_TOKENS_ENV = dict.fromkeys(access.SETTINGS.values(), "")
+ALL_TOKENS_ENV = {setting: ",".join(tokens) for setting, tokens in ALL_TOKENS.items()}
 LOOPBACK, REMOTE = "127.0.0.1", "203.0.113.9"  # REMOTE: a documentation address (RFC 5737)
 SEED = {"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"}
 
 # Every route with a request that succeeds once access is granted, and its role: the
 # product's table of who may call what, written out here independently of the decorators.
 ROUTES = [
-    ("POST", "/identify", {"json": {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"}},
-     "checkout"),
+    ("POST", "/identify", {"json": {"email": "mcfly@hillvalley.edu"}}, "checkout"),
     ("GET", "/identify", {"query_string": {"email": SEED["email"]}}, "support"),
     ("GET", "/contacts/1", {}, "support"),
     ("GET", "/contacts/1/history", {}, "support"),
@@ -54,7 +54,7 @@ ROUTES = [
     ("GET", "/openapi.json", {}, access.OPEN),
 ]  # fmt: skip
 # The support console's pages: a browser proves the support role with the console's signed
-# session instead of a bearer token (tests/test_console.py tests that decision).
+# session (a `proof`) instead of a bearer token; tests/test_console.py tests them.
 CONSOLE_ROUTES = [
     ("GET", "/console/sign-in", access.OPEN),
     ("POST", "/console/sign-in", access.OPEN),
@@ -271,9 +271,7 @@ def test_tokens_come_comma_separated_from_the_environment(monkeypatch, database_
     first, second = TOKENS["feed"]
     monkeypatch.setenv("FEED_TOKENS", f" {first} ,, {second},")
     app = create_app({"TESTING": True, "DATABASE_URL": database_url})
-    assert app.extensions["identity_access"].ids("feed") == [
-        hashlib.sha256(token.encode()).hexdigest()[:8] for token in (first, second)
-    ]
+    assert app.extensions["identity_access"].ids("feed") == [token_id(first), token_id(second)]
 
 
 @pytest.mark.parametrize(
@@ -311,13 +309,77 @@ def test_an_endpoint_without_a_view_of_ours_is_declared_by_name(database_url, tm
     """A blueprint's static files: its view is Flask's own, so the endpoint is declared."""
     (tmp_path / "style.css").write_text("body {}")
     app = make_app(database_url, NO_TOKENS)
-    app.register_blueprint(Blueprint("files", __name__, static_folder=tmp_path, static_url_path="/files"))
+    files = Blueprint("files", __name__, static_folder=tmp_path, static_url_path="/files")
+    app.register_blueprint(files)
     client = app.test_client()
     assert access.undeclared_endpoints(app) == ["files.static"]
     assert client.get("/files/style.css").status_code == 403
     access.declare(app, "files.static", access.OPEN)
     assert access.undeclared_endpoints(app) == []
     assert client.get("/files/style.css", environ_base={"REMOTE_ADDR": REMOTE}).status_code == 200
+
+
+def signed_in_app(database_url, tokens: dict):
+    """An app with a page a browser signs in to: its session holds the token's digest, and
+    a refusal sends the browser to a sign-in page instead of a JSON error."""
+    app = make_app(database_url, tokens, SECRET_KEY=secrets.token_hex(16))
+    app.config["SESSION_COOKIE_PATH"] = "/"  # the console keeps its cookie to /console
+    pages = Blueprint("pages", __name__)
+
+    @pages.get("/pages/home")
+    @access.role("support", proof=lambda: session.get("token_digest"))
+    def home():
+        return "home"
+
+    @pages.errorhandler(access.AccessDenied)
+    def to_sign_in(_error):
+        return redirect("/pages/sign-in", 303)
+
+    app.register_blueprint(pages)
+    return app
+
+
+def signed_in_client(app, token: str | None):
+    client = app.test_client()
+    with client.session_transaction() as cookie:
+        cookie["token_digest"] = token and hashlib.sha256(token.encode()).hexdigest()
+    return client
+
+
+@pytest.mark.parametrize(
+    "session_token, status",
+    [
+        (TOKENS["support"][1], 200),
+        (TOKENS["checkout"][0], 303),  # another role's token proves nothing here
+        (UNKNOWN_TOKEN, 303),
+        (None, 303),
+    ],
+)
+def test_a_page_a_browser_signs_in_to_accepts_its_session_as_proof(
+    database_url, session_token, status
+):
+    app = signed_in_app(database_url, ALL_TOKENS)
+    response = signed_in_client(app, session_token).get("/pages/home")
+    assert response.status_code == status
+    if status == 303:
+        assert response.headers["Location"] == "/pages/sign-in"
+        assert denied(app, "/pages/home", "no_token") == 1
+    close_pool(app)
+
+
+def test_a_session_proof_ends_when_its_token_is_removed(database_url):
+    old, new = TOKENS["support"]
+    before = signed_in_app(database_url, {**NO_TOKENS, "SUPPORT_TOKENS": (old, new)})
+    after = signed_in_app(
+        database_url, {**NO_TOKENS, "SUPPORT_TOKENS": (new,), "FEED_TOKENS": TOKENS["feed"]}
+    )
+    after.secret_key = before.secret_key
+    assert signed_in_client(before, old).get("/pages/home").status_code == 200
+    assert signed_in_client(after, old).get("/pages/home").status_code == 303
+    # A bearer token counts first: another role's is refused even with a valid session.
+    client = signed_in_client(after, new)
+    assert client.get("/pages/home", headers=auth(TOKENS["feed"][0])).status_code == 303
+    assert denied(after, "/pages/home", "other_role") == 1
 
 
 def test_a_declaration_names_a_known_role():
@@ -386,7 +448,8 @@ def test_metrics_count_refusals_by_route_and_reason_without_tokens(database_url,
     text = client.get("/metrics").get_data(as_text=True)
     route = f"/contacts/<int(max={2**31 - 1}):contact_id>"
     for reason, count in (("unknown_token", 1), ("no_token", 2)):
-        assert f'identity_access_denied_total{{reason="{reason}",route="{route}"}} {count}.0' in text
+        sample = f'identity_access_denied_total{{reason="{reason}",route="{route}"}}'
+        assert f"{sample} {count}.0" in text
     assert UNKNOWN_TOKEN not in text
 
 
@@ -441,22 +504,19 @@ def test_no_server_log_line_contains_a_token(database_url, db, tmp_path):
     """A real server, logging everything at DEBUG: tokens never appear, their ids do."""
     log = tmp_path / "server.log"
     checkout, support = TOKENS["checkout"][0], TOKENS["support"][1]
+    calls = [
+        ("POST", "/identify", json.dumps(SEED), auth(checkout)),
+        ("GET", "/contacts/1", None, auth(support)),
+        ("GET", "/contacts/1", None, auth(checkout)),
+        ("GET", "/contacts/1", None, auth(UNKNOWN_TOKEN)),
+        ("GET", "/contacts/1", None, {"Authorization": f"Basic {support}"}),
+    ]
     with open(log, "w") as stderr:
         with ServerProcess(
-            database_url, stderr=stderr, LOG_LEVEL="DEBUG", **{
-                setting: ",".join(tokens) for setting, tokens in ALL_TOKENS.items()
-            }
-        ) as server:  # fmt: skip
-            calls = [
-                ("POST", "/identify", json.dumps(SEED), auth(checkout)),
-                ("GET", "/contacts/1", None, auth(support)),
-                ("GET", "/contacts/1", None, auth(checkout)),
-                ("GET", "/contacts/1", None, auth(UNKNOWN_TOKEN)),
-                ("GET", "/contacts/1", None, {"Authorization": f"Basic {support}"}),
-            ]
-            assert [status for status, _, _ in call(server.host, server.port, calls)] == [
-                200, 200, 403, 401, 401
-            ]  # fmt: skip
+            database_url, stderr=stderr, LOG_LEVEL="DEBUG", **ALL_TOKENS_ENV
+        ) as server:
+            answers = call(server.host, server.port, calls)
+    assert [status for status, _, _ in answers] == [200, 200, 403, 401, 401]
     text = log.read_text()
     for token in (*[t for tokens in TOKENS.values() for t in tokens], UNKNOWN_TOKEN):
         assert token not in text
@@ -503,6 +563,40 @@ def ip(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *arguments], capture_output=True, text=True, timeout=30)
 
 
+# Namespaces are named after the test process, so that one left by a run that was killed
+# before it could clean up is recognised and removed by the next run.
+NAMESPACE_PREFIX = "identity-access-"
+
+
+def remove_namespaces_of_killed_runs() -> None:
+    for line in ip("netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        owner = name.removeprefix(NAMESPACE_PREFIX).split("-")[0]
+        if name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not alive(int(owner)):
+            ip("netns", "del", name)  # its end of the veth pair goes with it, and so the pair
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def unused_subnet() -> tuple[str, str]:
+    """The two addresses of a /30 of 10.200.0.0/16 that overlaps no network of this machine."""
+    in_use = [
+        ipaddress.ip_interface(line.split()[3]).network
+        for line in ip("-o", "-4", "addr").stdout.splitlines()
+    ]
+    while True:
+        third, fourth = random.randrange(256), 4 * random.randrange(64)
+        subnet = ipaddress.ip_network(f"10.200.{third}.{fourth}/30")
+        if not any(subnet.overlaps(network) for network in in_use):
+            return tuple(str(address) for address in subnet.hosts())
+
+
 @pytest.fixture
 def namespace():
     """A network namespace joined to ours by a veth pair, on a /30 of 10.200.0.0/16 that
@@ -511,15 +605,10 @@ def namespace():
         pytest.skip("creating a network namespace needs root")
     if not shutil.which("ip"):
         pytest.skip("creating a network namespace needs the ip command (iproute2)")
+    remove_namespaces_of_killed_runs()
     tag = secrets.token_hex(4)
-    name, ours, theirs = f"identity-access-{tag}", f"ida{tag}h", f"ida{tag}n"
-    in_use = ip("-o", "addr").stdout
-    while True:
-        subnet = f"10.200.{random.randrange(256)}.{4 * random.randrange(64)}"
-        base = subnet.rsplit(".", 1)
-        host, client = (f"{base[0]}.{int(base[1]) + n}" for n in (1, 2))
-        if f" {host}/" not in in_use and f" {client}/" not in in_use:
-            break
+    name, ours, theirs = f"{NAMESPACE_PREFIX}{os.getpid()}-{tag}", f"ida{tag}h", f"ida{tag}n"
+    host, client = unused_subnet()
     created = ip("netns", "add", name)
     if created.returncode != 0:
         pytest.skip(f"this machine does not allow a network namespace: {created.stderr.strip()}")
@@ -535,6 +624,9 @@ def namespace():
         ):
             done = ip(*step)
             assert done.returncode == 0, f"ip {' '.join(step)}: {done.stderr}"
+        entered = ip("netns", "exec", name, "true")
+        if entered.returncode != 0:
+            pytest.skip(f"this machine does not allow entering a namespace: {entered.stderr}")
         yield name, host
     finally:
         ip("link", "del", ours)
@@ -548,15 +640,15 @@ def test_a_client_on_another_address_needs_a_token(namespace, database_url, db, 
     name, host = namespace
     body = json.dumps(SEED)
     log = tmp_path / "open.log"
-    with open(log, "w") as stderr, ServerProcess(
-        database_url, host=host, stderr=stderr, **NO_TOKENS_ENV
-    ) as server:
-        answers = call(host, server.port, [
-            ("GET", "/healthz", None, {}),  # the network works: an open route answers
-            ("POST", "/identify", body, {}),
-            ("GET", "/contacts/1", None, {}),
-            ("GET", "/identify?email=lorraine%40hillvalley.edu", None, {}),
-        ], namespace=name)  # fmt: skip
+    calls = [
+        ("GET", "/healthz", None, {}),  # the network works: an open route answers
+        ("POST", "/identify", body, {}),
+        ("GET", "/contacts/1", None, {}),
+        ("GET", "/identify?email=lorraine%40hillvalley.edu", None, {}),
+    ]
+    with open(log, "w") as stderr:
+        with ServerProcess(database_url, host=host, stderr=stderr, **NO_TOKENS_ENV) as server:
+            answers = call(host, server.port, calls, namespace=name)
     assert [answer[0] for answer in answers] == [200, 401, 401, 401]
     assert all(answer[1].startswith("Bearer ") for answer in answers[1:])
     assert {answer[2]["error"]["code"] for answer in answers[1:]} == {"unauthorized"}
@@ -566,17 +658,19 @@ def test_a_client_on_another_address_needs_a_token(namespace, database_url, db, 
 
     checkout, support = TOKENS["checkout"][0], TOKENS["support"][0]
     log = tmp_path / "tokens.log"
-    with open(log, "w") as stderr, ServerProcess(
-        database_url, host=host, stderr=stderr, LOG_LEVEL="DEBUG",
-        CHECKOUT_TOKENS=checkout, SUPPORT_TOKENS=support, FEED_TOKENS="",
-    ) as server:  # fmt: skip
-        answers = call(host, server.port, [
-            ("POST", "/identify", body, auth(checkout)),
-            ("GET", "/contacts/1", None, auth(support)),
-            ("GET", "/contacts/1", None, auth(checkout)),
-            ("GET", "/contacts/1", None, {}),
-            ("POST", "/identify", body, auth(UNKNOWN_TOKEN)),
-        ], namespace=name)  # fmt: skip
+    tokens = {**NO_TOKENS_ENV, "CHECKOUT_TOKENS": checkout, "SUPPORT_TOKENS": support}
+    calls = [
+        ("POST", "/identify", body, auth(checkout)),
+        ("GET", "/contacts/1", None, auth(support)),
+        ("GET", "/contacts/1", None, auth(checkout)),
+        ("GET", "/contacts/1", None, {}),
+        ("POST", "/identify", body, auth(UNKNOWN_TOKEN)),
+    ]
+    with open(log, "w") as stderr:
+        with ServerProcess(
+            database_url, host=host, stderr=stderr, LOG_LEVEL="DEBUG", **tokens
+        ) as server:
+            answers = call(host, server.port, calls, namespace=name)
     assert [answer[0] for answer in answers] == [200, 200, 403, 401, 401]
     assert answers[1][2]["contact"]["emails"] == [SEED["email"]]
     text = log.read_text()

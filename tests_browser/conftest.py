@@ -16,7 +16,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))
 
 from servers import ServerProcess  # noqa: E402
 
-from identity.db import apply_schema  # noqa: E402
+from identity.migrations import migrate  # noqa: E402
 from identity.embedded import EmbeddedPostgres  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -57,7 +57,7 @@ def pytest_sessionstart(session):
 @pytest.fixture(scope="session")
 def database_url():
     with EmbeddedPostgres() as database:
-        apply_schema(database.url, PROJECT_ROOT / "sql")
+        migrate(database.url, PROJECT_ROOT / "sql")
         yield database.url
 
 

@@ -18,43 +18,35 @@ from datetime import timedelta
 from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-from ..access import is_loopback
-
 # A support person's working day; after that the signature expires and they sign in again.
 SESSION_LIFETIME = timedelta(hours=8)
 CSRF_FIELD = "csrf_token"
 _KEY_LABEL = b"identity support console session key"
 
 
-def configured_support_tokens() -> tuple[str, ...]:
-    """The tokens of the support role (SPEC §8). The one place the console reads them."""
-    return current_app.config["SUPPORT_TOKENS"]
-
-
-def is_loopback_client() -> bool:
-    """SPEC §8: a role without tokens serves 127.0.0.0/8 and ::1 only."""
-    return is_loopback(request.remote_addr)
+def _support_token(digest_hex: str | None):
+    """The configured support token of this digest (SPEC §8), compared in constant time."""
+    if not isinstance(digest_hex, str):
+        return None
+    try:
+        token = current_app.extensions["identity_access"].find_digest(bytes.fromhex(digest_hex))
+    except ValueError:
+        return None
+    return token if token is not None and token.role == "support" else None
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _matching_digest(digest: str) -> bool:
-    # Every configured token is compared, each in constant time.
-    found = False
-    for token in configured_support_tokens():
-        found |= hmac.compare_digest(digest, _digest(token))
-    return found
-
-
 def sign_in_required() -> bool:
-    return bool(configured_support_tokens())
+    """With no support token configured, access.py serves loopback clients only instead."""
+    return bool(current_app.extensions["identity_access"].ids("support"))
 
 
 def sign_in(token: str) -> bool:
     """Start a new session for a valid support token; False (and no session) otherwise."""
-    if not _matching_digest(_digest(token)):
+    if _support_token(_digest(token)) is None:
         return False
     session.clear()  # a fresh session, so a session fixed before sign-in is worthless
     session.permanent = True
@@ -67,21 +59,19 @@ def sign_out() -> None:
     session.clear()
 
 
+def session_token_digest() -> str | None:
+    """The proof access.py accepts for console pages: the signed-in token's digest."""
+    return session.get("support")
+
+
 def signed_in() -> bool:
-    digest = session.get("support")
-    return isinstance(digest, str) and _matching_digest(digest)
+    return _support_token(session.get("support")) is not None
 
 
 def token_id() -> str | None:
     """The signed-in token's id as the access log names it: 8 hex digits of its SHA-256."""
-    digest = session.get("support")
-    return digest[:8] if isinstance(digest, str) else None
-
-
-def may_use_console() -> bool:
-    if sign_in_required():
-        return signed_in()
-    return is_loopback_client()
+    token = _support_token(session.get("support"))
+    return token.id if token else None
 
 
 def csrf_token() -> str:

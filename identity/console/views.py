@@ -24,8 +24,6 @@ bp = Blueprint(
     static_folder="static",
 )
 _CONTACT = f"/contacts/<int(max={MAX_CONTACT_ID}):contact_id>"
-# Reachable before sign-in: the sign-in form itself and its style sheet.
-_BEFORE_SIGN_IN = frozenset({"console.sign_in", "console.static"})
 # The detach form names a value as "<kind>:<value>"; kind → the row's attribute.
 _VALUE_KINDS = {"email": "email", "phone": "phone_number"}
 
@@ -38,19 +36,22 @@ class PageError(Exception):
         self.status, self.title, self.message = status, title, message
 
 
+@bp.errorhandler(access.AccessDenied)
+def access_denied(_error):
+    """access.py refused the page (SPEC §8): sign in, or this machine only."""
+    if auth.sign_in_required():
+        return redirect(url_for("console.sign_in"), 303)
+    return _error_page(
+        401,
+        "Local access only",
+        "No support token is configured, so the console serves this machine only. "
+        "Set SUPPORT_TOKENS to sign in from elsewhere.",
+    )
+
+
 @bp.before_request
-def check_access_and_csrf():
-    if request.endpoint not in _BEFORE_SIGN_IN and not auth.may_use_console():
-        if auth.sign_in_required():
-            return redirect(url_for("console.sign_in"), 303)
-        raise PageError(
-            401,
-            "Local access only",
-            "No support token is configured, so the console serves this machine only. "
-            "Set SUPPORT_TOKENS to sign in from elsewhere.",
-        )
-    if request.endpoint not in _BEFORE_SIGN_IN:  # for the access log, as access.py does
-        g.access_role, g.access_token_id = "support", auth.token_id()
+def check_csrf():
+    """Runs after access.py has let the request in."""
     if request.method == "POST" and not auth.csrf_valid():
         raise PageError(
             400,
@@ -91,7 +92,7 @@ def sign_in():
 
 
 @bp.post("/sign-out")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def sign_out():
     auth.sign_out()
     target = "console.sign_in" if auth.sign_in_required() else "console.home"
@@ -99,13 +100,13 @@ def sign_out():
 
 
 @bp.get("/")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def home():
     return render_template("search.html")
 
 
 @bp.post("/search")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def find():
     text = request.form.get("q", "")
     schema = current_app.extensions["identity_request_schema"]
@@ -124,13 +125,13 @@ def _customer_rows(contact_id: int):
 
 
 @bp.get("/hubs")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def hubs():
     return render_template("hubs.html", hubs=run_unit(lookups.suspected_hubs))
 
 
 @bp.get(_CONTACT)
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def customer(contact_id: int):
     rows, history = run_unit(
         lambda conn: (
@@ -164,7 +165,7 @@ def _chosen_value(rows) -> tuple[str, str]:
 
 
 @bp.post(f"{_CONTACT}/detach/review")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def review_detach(contact_id: int):
     rows = _customer_rows(contact_id)
     attribute, value = _chosen_value(rows)
@@ -181,7 +182,7 @@ def review_detach(contact_id: int):
 
 
 @bp.post(f"{_CONTACT}/detach")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def detach(contact_id: int):
     if request.form.get("confirm") != "yes":
         raise PageError(400, "Not confirmed", "A detach needs its confirmation step first.")
@@ -199,7 +200,7 @@ def detach(contact_id: int):
 
 
 @bp.get(f"{_CONTACT}/erase")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def review_erase(contact_id: int):
     return _erase_confirmation(contact_id, _customer_rows(contact_id))
 
@@ -216,7 +217,7 @@ def _erase_confirmation(contact_id: int, rows, error: str | None = None, status:
 
 
 @bp.post(f"{_CONTACT}/erase")
-@access.role("support", credential=access.SESSION)
+@access.role("support", proof=auth.session_token_digest)
 def erase(contact_id: int):
     rows = _customer_rows(contact_id)
     primary_id = consolidate(rows).primary_contact_id
