@@ -36,8 +36,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(init_db_command)
     app.cli.add_command(deliver_command)
 
-    from .api import bp
+    from .api import ContactIdConverter, bp
 
+    app.url_map.converters["contact_id"] = ContactIdConverter
     app.register_blueprint(bp)
     console.init_app(app)
     app.extensions["identity_openapi"] = openapi.document(app)

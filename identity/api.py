@@ -3,6 +3,7 @@
 import json
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.routing import IntegerConverter
 
 from . import access, feed, feed_repository, lookups, reconcile, repository
 from .db import DatabaseUnavailable, run_unit
@@ -11,8 +12,21 @@ from .schemas import customer_history, feed_page, feed_query, identify_response,
 
 # Every view declares who may call it (identity/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
-# Row ids are PostgreSQL integers: a larger id in a path is simply not found.
-_MAX_ID = 2**31 - 1
+
+
+class ContactIdConverter(IntegerConverter):
+    """A row id in a path (`<contact_id:…>`, registered by create_app): ASCII digits only.
+    Werkzeug's int accepts any Unicode digit (/contacts/١ would be row 1); row ids are
+    PostgreSQL integers, so a larger id is simply not found."""
+
+    regex = r"[0-9]+"
+
+    def __init__(self, url_map):
+        super().__init__(url_map, max=2**31 - 1)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _json_object() -> dict:
@@ -23,8 +37,9 @@ def _json_object() -> dict:
         )
     try:
         # Our own parse rather than request.get_json(): deeply nested input raises
-        # RecursionError, which must be a 400 like any other malformed body.
-        body = json.loads(request.get_data())
+        # RecursionError, which must be a 400 like any other malformed body; and Python
+        # accepts NaN and Infinity, which RFC 8259 does not.
+        body = json.loads(request.get_data(), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -67,13 +82,13 @@ def look_up():
     return _answer(customer, query["ignored"])
 
 
-@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>")
+@bp.get("/contacts/<contact_id:contact_id>")
 @access.role("support")
 def contact(contact_id: int):
     return _answer(run_unit(lambda conn: lookups.customer_by_contact(conn, contact_id)), [])
 
 
-@bp.get(f"/contacts/<int(max={_MAX_ID}):contact_id>/history")
+@bp.get("/contacts/<contact_id:contact_id>/history")
 @access.role("support")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))

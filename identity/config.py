@@ -15,6 +15,10 @@ def _tokens(name: str) -> tuple[str, ...]:
     return tuple(token.strip() for token in os.environ.get(name, "").split(",") if token.strip())
 
 
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 def from_environment() -> dict:
     threads = _int("THREADS", 8)
     return {
@@ -24,9 +28,11 @@ def from_environment() -> dict:
         "THREADS": threads,
         # One connection per waitress thread: a request never waits for the pool.
         "POOL_SIZE": _int("POOL_SIZE", threads),
+        # Everything a request does with the database ends by then (see db.py): 503 after.
+        "REQUEST_DEADLINE_S": _float("REQUEST_DEADLINE_S", 5),
+        # Caps per statement and per lock wait, within the deadline.
         "STATEMENT_TIMEOUT_MS": _int("STATEMENT_TIMEOUT_MS", 5000),
         "LOCK_TIMEOUT_MS": _int("LOCK_TIMEOUT_MS", 2000),
-        "CONNECT_TIMEOUT_S": _int("CONNECT_TIMEOUT_S", 3),
         "RETRY_BUDGET": _int("RETRY_BUDGET", 20),
         "RETRY_AFTER_S": _int("RETRY_AFTER_S", 1),
         "MAX_CONTENT_LENGTH": _int("MAX_BODY_BYTES", 64 * 1024),

@@ -9,7 +9,7 @@ str(exception): database errors can carry SQL, values and other internals.
 import logging
 import traceback
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -110,6 +110,17 @@ def _http_error(error: HTTPException):
 
 
 def _database_unavailable(error: DatabaseUnavailable):
+    # Our own reason and the route's pattern, never the path or the body: no personal data.
+    logger.warning(
+        "503 %s: %s",
+        error.code,
+        error.reason,
+        extra={
+            "code": error.code,
+            "route": request.url_rule.rule if request.url_rule else None,
+            "request_id": g.get("request_id"),
+        },
+    )
     retry_after = current_app.config["RETRY_AFTER_S"]
     return _error_response(503, error.code, error.message, retry_after=retry_after)
 

@@ -19,6 +19,11 @@ from .errors import ApiError
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client's request id is echoed only if it is short and plain; otherwise we make one.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The methods a metric label may name: any other method a client makes up is "other",
+# so that made-up methods cannot grow /metrics without bound.
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 # Probes and scrapes arrive every few seconds; they are logged at DEBUG only.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -42,7 +47,8 @@ def _start_request() -> None:
 def _finish_request(response):
     latency = time.perf_counter() - g.get("request_started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    _metrics().requests.labels(request.method, route, str(response.status_code)).observe(latency)
+    method = request.method if request.method in _KNOWN_METHODS else "other"
+    _metrics().requests.labels(method, route, str(response.status_code)).observe(latency)
     outcome = g.get("outcome")
     if outcome:
         _metrics().outcomes.labels(outcome).inc()
@@ -56,7 +62,7 @@ def _finish_request(response):
         logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
         "request",
         extra={
-            "method": request.method,
+            "method": method,
             "path": request.path,
             "status": response.status_code,
             "latency_ms": round(latency * 1000, 3),

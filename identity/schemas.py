@@ -4,6 +4,7 @@ junk-value guard on requests, and the shapes of the look-ups and the history."""
 import re
 from dataclasses import dataclass
 
+import email_validator
 from marshmallow import (
     EXCLUDE,
     Schema,
@@ -18,11 +19,17 @@ from . import feed
 from .blocklist import Blocklist
 
 MAX_EMAIL_LENGTH = 254
+# SPEC §4 validates syntax only: example.com, .test, .local and the other special-use
+# names are addresses like any other here. The library's documented way to allow them
+# is to take them off this list.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 # What remains of a phone number once its separators are gone: 1 to 15 digits, with an
 # optional leading +. [0-9], not \d: \d also matches digits of other scripts.
 _PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
-_PHONE_SEPARATORS = re.compile(r"[ .()\-]")
-_email_syntax = validate.Email(error="is not a valid e-mail address")
+# Separators people type between digits: space, no-break space (U+00A0) and narrow
+# no-break space (U+202F); hyphen-minus, hyphen (U+2010), non-breaking hyphen (U+2011),
+# figure dash (U+2012), en dash (U+2013) and minus sign (U+2212); dots; parentheses.
+_PHONE_SEPARATORS = re.compile(r"[ \u00a0\u202f\-\u2010-\u2013\u2212.()]")
 # Loaded attribute name -> the request field's name, for messages and `ignored`.
 _FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
 
@@ -43,7 +50,11 @@ class AllValuesBlocked(Exception):
 
 
 class NormalisedEmail(fields.Field):
-    """A string, trimmed and lower-cased; blank means absent (SPEC §4)."""
+    """A string, trimmed, validated and normalised; blank means absent (SPEC §4).
+
+    The form stored and matched: the local part NFC-normalised and lower-cased; the
+    domain in Unicode (IDNA-decoded), so the a-label and u-label spellings of one domain
+    (xn--bcher-kva.de, bücher.de, BÜCHER.DE) are one value: bücher.de."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
@@ -51,11 +62,25 @@ class NormalisedEmail(fields.Field):
         email = value.strip().lower()
         if not email:
             return None
-        if self.parent.blocklist.blocks_email(email):
+        blocklist = self.parent.blocklist
+        if blocklist.blocks_email(email):  # placeholders such as "n/a", as typed
             return Blocked(email)
         if len(email) > MAX_EMAIL_LENGTH:
             raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters")
-        return _email_syntax(email)
+        email = _normalised_email(email)
+        return Blocked(email) if blocklist.blocks_email(email) else email
+
+
+def _normalised_email(email: str) -> str:
+    """Syntax check and normalisation by email-validator, which also refuses what must
+    never be inside an address: white space of any kind, control and invisible format
+    characters, unpaired surrogates, private-use and unassigned code points."""
+    try:
+        address = email_validator.validate_email(email, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        # The library's message may quote the address: ours never does.
+        raise ValidationError("is not a valid e-mail address") from None
+    return address.normalized.lower()
 
 
 class NormalisedPhoneNumber(fields.Field):
@@ -78,7 +103,7 @@ class NormalisedPhoneNumber(fields.Field):
         if not well_formed:
             raise ValidationError(
                 "must be 1 to 15 digits, optionally after a leading +, "
-                "with only spaces, hyphens, dots and parentheses between them"
+                "with only spaces, hyphens, dashes, dots and parentheses between them"
             )
         return phone_number
 
@@ -90,7 +115,11 @@ class IdentifyRequest(Schema):
     email = NormalisedEmail(
         allow_none=True,
         load_default=None,
-        metadata={"type": "string", "maxLength": 254, "description": "trimmed, lower-cased"},
+        metadata={
+            "type": "string",
+            "maxLength": 254,
+            "description": "trimmed, lower-cased, the domain in Unicode form",
+        },
     )
     phoneNumber = NormalisedPhoneNumber(
         allow_none=True,
@@ -98,7 +127,8 @@ class IdentifyRequest(Schema):
         attribute="phone_number",
         metadata={
             "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
-            "description": "digits with optional leading +; spaces, hyphens, dots, parentheses ignored",
+            "description": "digits with optional leading +; spaces, hyphens, dashes, dots, "
+            "parentheses ignored",
         },
     )
 

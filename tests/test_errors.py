@@ -44,6 +44,24 @@ def assert_error(response, status, code):
         ({"phoneNumber": [1]}, "phoneNumber"),
         ({"email": "good@x.io", "phoneNumber": "bad"}, "phoneNumber"),
         ({"email": "bad", "phoneNumber": "123"}, "email"),
+        # Unpaired surrogates, invisible (format), control and space characters inside
+        # an address make it invalid, never another customer.
+        ({"email": "a@b\udfffc.com"}, "email"),
+        ({"email": "a\ud800@x.io"}, "email"),
+        ({"email": "a@b\u200bc.com"}, "email"),
+        ({"email": "a\u200d@x.io"}, "email"),
+        ({"email": "a@x.io\u200b"}, "email"),
+        ({"email": "a@b\u00adc.com"}, "email"),
+        ({"email": "a\u202e@x.io"}, "email"),
+        ({"email": "a\u0000@x.io"}, "email"),
+        ({"email": "a@x\u0007.io"}, "email"),
+        ({"email": "a\u00a0b@x.io"}, "email"),
+        ({"email": "a@x\u3000y.io"}, "email"),
+        ({"email": "a\u2028@x.io"}, "email"),
+        ({"email": "a@xn--zz.com"}, "email"),  # looks like IDNA, is not
+        ({"phoneNumber": "123\u200b456"}, "phoneNumber"),
+        ({"phoneNumber": "123\udfff456"}, "phoneNumber"),
+        ({"phoneNumber": "123\u2014456"}, "phoneNumber"),  # an em dash is not a separator
     ],
 )
 def test_invalid_field_is_a_400_naming_the_field_and_writes_nothing(client, db, body, field):
@@ -69,6 +87,10 @@ def test_neither_identifier_is_a_400(client, db, body):
         {"email": "doc@example.com"},
         {"email": "marty@hill.test"},
         {"email": "emmett@lab.local"},
+        {"email": "biff@example.org"},
+        {"email": "jennifer@mail.example.test"},
+        {"email": "strickland@hill.invalid"},
+        {"email": "einstein@bücher.de"},
         {"phoneNumber": 0},
         {"phoneNumber": "+123456789012345"},
         {"phoneNumber": 123456789012345},
@@ -89,6 +111,11 @@ def test_special_use_domains_and_edge_numbers_are_accepted(client, accepted):
         (b'["a@x.io"]', "not_an_object"),
         (b'"a@x.io"', "not_an_object"),
         (b"null", "not_an_object"),
+        # RFC 8259 has no NaN or Infinity, although Python's json module reads them.
+        (b'{"email": "a@x.io", "phoneNumber": NaN}', "malformed_json"),
+        (b'{"email": "a@x.io", "n": Infinity}', "malformed_json"),
+        (b'{"email": "a@x.io", "n": -Infinity}', "malformed_json"),
+        (b"NaN", "malformed_json"),
     ],
 )
 def test_body_that_is_not_a_json_object_is_a_400(client, db, data, code):
@@ -124,7 +151,7 @@ def test_wrong_method_is_a_405_with_allow(client):
 def test_unreachable_database_is_a_503_with_retry_after(database_url):
     app = create_app({"TESTING": True, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"})
     response = app.test_client().post("/identify", json={"email": "a@x.io"})
-    error = assert_error(response, 503, "database_unavailable")
+    error = assert_error(response, 503, "database_unreachable")
     assert response.headers["Retry-After"].isdigit()
     assert "127.0.0.1" not in error["message"]
 

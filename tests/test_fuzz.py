@@ -14,8 +14,10 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-# Strings that look almost right: digits, separators, @, dots, letters, white space.
-near_miss_text = st.text(alphabet="0123456789+-.() @abcXYZ_\t\n\u00a0\u0660", max_size=40)
+# Strings that look almost right: digits, separators, @, dots, letters, white space,
+# Unicode dashes, an invisible character, a lone surrogate, an IDNA prefix.
+near_miss_parts = [*"0123456789+-.() @abcXYZ_\t\n\u00a0\u0660\u2013\u2212\u200b\udfffü", "xn--"]
+near_miss_text = st.lists(st.sampled_from(near_miss_parts), max_size=40).map("".join)
 field_values = json_values | near_miss_text | st.integers(min_value=-(10**20), max_value=10**20)
 bodies = (
     json_values

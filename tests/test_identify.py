@@ -162,12 +162,30 @@ def test_deleted_rows_never_match_and_are_never_shown(client, db):
         ({"phoneNumber": "123456"}, {"phoneNumber": " (123) 45.6 "}),
         ({"phoneNumber": "123456"}, {"phoneNumber": 123456}),
         ({"phoneNumber": "+44123"}, {"phoneNumber": "+44 123"}),
+        # Unicode separators: no-break and narrow no-break space, hyphen, non-breaking
+        # hyphen, figure dash, en dash, minus sign.
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u00a0456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u202f456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u2010456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u2011456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u2012456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "123\u2013456"}),
+        ({"phoneNumber": "123456"}, {"phoneNumber": "1\u221223 \u2013 456"}),
+        # One domain, one form: IDNA a-labels and u-labels, any case, are the same domain.
+        ({"email": "a@bücher.de"}, {"email": "a@xn--bcher-kva.de"}),
+        ({"email": "a@xn--bcher-kva.de"}, {"email": "A@BÜCHER.DE"}),
+        ({"email": "a@bücher.de"}, {"email": "a@bu\u0308cher.de"}),  # decomposed ü
     ],
 )
 def test_matching_uses_normalised_values(client, db, stored, request_body):
     identify(client, stored)
     assert identify(client, request_body)["primaryContactId"] == 1
     assert len(rows(db)) == 1
+
+
+def test_an_internationalised_domain_is_stored_in_its_unicode_form(client, db):
+    assert identify(client, {"email": "Doc@XN--BCHER-KVA.de"})["emails"] == ["doc@bücher.de"]
+    assert rows(db)[0][1] == "doc@bücher.de"
 
 
 def test_blank_value_counts_as_absent(client, db):

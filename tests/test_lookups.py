@@ -31,7 +31,18 @@ def test_contact_lookup_answers_the_whole_customer(client, db, merged_customer, 
 
 
 @pytest.mark.parametrize(
-    "path", ["/contacts/99", "/contacts/0", "/contacts/99999999999", "/contacts/x"]
+    "path",
+    [
+        "/contacts/99",
+        "/contacts/0",
+        "/contacts/99999999999",
+        "/contacts/x",
+        # Digits of other scripts are not row ids: Arabic-Indic, Devanagari, fullwidth one.
+        "/contacts/\u0661",
+        "/contacts/\u0967",
+        "/contacts/\uff11",
+        "/contacts/\u0661/history",
+    ],
 )
 def test_unknown_contact_is_a_404(client, merged_customer, path):
     response = client.get(path)

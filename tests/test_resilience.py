@@ -67,7 +67,7 @@ def private_database():
 
 
 def test_database_restart_in_the_middle_of_traffic(private_database):
-    service = ServerProcess(private_database.url, CONNECT_TIMEOUT_S=2, STATEMENT_TIMEOUT_MS=2000)
+    service = ServerProcess(private_database.url, REQUEST_DEADLINE_S=2)
     try:
         traffic = Traffic(service.port)
         wait_for(lambda: traffic.count(200) >= 20, "traffic to flow")
@@ -98,7 +98,7 @@ def test_database_restart_in_the_middle_of_traffic(private_database):
 
 
 def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_database):
-    service = ServerProcess(private_database.url, LOCK_TIMEOUT_MS=30000)
+    service = ServerProcess(private_database.url, LOCK_TIMEOUT_MS=30000, REQUEST_DEADLINE_S=60)
     blocker = psycopg2.connect(private_database.url)
     try:
         assert post(service.port, {"email": "a@x.io", "phoneNumber": "1"})[0] == 200

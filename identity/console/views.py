@@ -14,7 +14,7 @@ from ..db import DatabaseUnavailable, run_unit
 from ..reconcile import consolidate
 from . import actions, auth
 from .graph import layout, merges_of
-from .search import MAX_CONTACT_ID, SearchError, search
+from .search import SearchError, search
 
 bp = Blueprint(
     "console",
@@ -23,7 +23,7 @@ bp = Blueprint(
     template_folder="templates",
     static_folder="static",
 )
-_CONTACT = f"/contacts/<int(max={MAX_CONTACT_ID}):contact_id>"
+_CONTACT = "/contacts/<contact_id:contact_id>"  # ASCII digits only (api.ContactIdConverter)
 # The detach form names a value as "<kind>:<value>"; kind → the row's attribute.
 _VALUE_KINDS = {"email": "email", "phone": "phone_number"}
 

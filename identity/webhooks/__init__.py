@@ -34,6 +34,6 @@ def deliver_command() -> None:
         signal.signal(signum, lambda _signum, _frame: stop.set())
     database = {
         name: current_app.config[name]
-        for name in ("DATABASE_URL", "STATEMENT_TIMEOUT_MS", "CONNECT_TIMEOUT_S")
+        for name in ("DATABASE_URL", "STATEMENT_TIMEOUT_MS", "REQUEST_DEADLINE_S")
     }
     Deliverer(config, database, stop).run()

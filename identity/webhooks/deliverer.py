@@ -14,6 +14,7 @@ back, and /metrics shows its lag and failures growing.
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -41,7 +42,8 @@ def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
 
 class Deliverer:
     def __init__(self, config: WebhookConfig, database: dict, stop: threading.Event):
-        """database: DATABASE_URL, STATEMENT_TIMEOUT_MS and CONNECT_TIMEOUT_S."""
+        """database: DATABASE_URL, STATEMENT_TIMEOUT_MS and REQUEST_DEADLINE_S (how long to
+        wait for a connection)."""
         self.config = config
         self.database = database
         self.stop = stop
@@ -62,7 +64,7 @@ class Deliverer:
     def _connect(self):
         conn = psycopg2.connect(
             self.database["DATABASE_URL"],
-            connect_timeout=self.database["CONNECT_TIMEOUT_S"],
+            connect_timeout=max(2, math.ceil(self.database["REQUEST_DEADLINE_S"])),  # libpq: >= 2
             options=f"-c statement_timeout={self.database['STATEMENT_TIMEOUT_MS']}",
             application_name="identity-deliverer",
         )
