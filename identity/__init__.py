@@ -2,9 +2,9 @@
 
 from flask import Flask
 
-from . import access, config, console, db, errors, hubs, observability, openapi
+from . import access, config, console, db, errors, hubs, observability, openapi, repository
 from .audit import audit_command
-from .blocklist import Blocklist
+from .blocklist import Blocklist, StoredBlocklist
 from .metrics import Metrics
 from .migrations import init_db_command
 from .schemas import IdentifyRequest
@@ -24,9 +24,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["identity_hub_rule"] = hubs.Rule(
         app.config["HUB_MAX_PARTNERS"], app.config["HUB_ACTION"]
     )
-    app.extensions["identity_request_schema"] = IdentifyRequest(
-        Blocklist.load(app.config["BLOCKLIST"])
+    blocklist = StoredBlocklist(
+        Blocklist.load(app.config["BLOCKLIST"]),
+        load=lambda: db.run_unit(repository.blocked_values),
+        refresh_s=app.config["BLOCKLIST_REFRESH_S"],
     )
+    app.extensions["identity_blocklist"] = blocklist
+    app.extensions["identity_request_schema"] = IdentifyRequest(blocklist)
 
     db.init_app(app)
     errors.init_app(app)

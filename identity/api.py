@@ -5,10 +5,19 @@ import json
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import IntegerConverter
 
-from . import access, feed, feed_repository, lookups, reconcile, repository
+from . import access, corrections, feed, feed_repository, lookups, reconcile, repository
 from .db import DatabaseUnavailable, run_unit
 from .errors import ApiError
-from .schemas import customer_history, feed_page, feed_query, identify_response, suspected_hubs
+from .schemas import (
+    customer_history,
+    detach_request,
+    detach_response,
+    erase_response,
+    feed_page,
+    feed_query,
+    identify_response,
+    suspected_hubs,
+)
 
 # Every view declares who may call it (identity/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
@@ -60,16 +69,26 @@ def _answer(customer: reconcile.Customer, ignored: list[str]) -> dict:
 @bp.post("/identify")
 @access.role("checkout")
 def identify():
-    checkout = _load_identifiers(_json_object())
+    body = _json_object()
+    checkout = _load_identifiers(body)
+    try:
+        result = _record(checkout)
+    except repository.ValueBlocked:  # blocked in another process a moment ago
+        current_app.extensions["identity_blocklist"].expire()
+        checkout = _load_identifiers(body)
+        result = _record(checkout)
+    g.outcome = result.outcome.value  # counted and logged by observability
+    g.new_hubs = result.new_hubs  # likewise
+    return _answer(result.customer, checkout["ignored"])
+
+
+def _record(checkout: dict) -> reconcile.Checkout:
     hub_rule = current_app.extensions["identity_hub_rule"]
-    result = run_unit(
+    return run_unit(
         lambda conn: reconcile.identify(
             conn, checkout["email"], checkout["phone_number"], g.request_id, hub_rule
         )
     )
-    g.outcome = result.outcome.value  # counted and logged by observability
-    g.new_hubs = result.new_hubs  # likewise
-    return _answer(result.customer, checkout["ignored"])
 
 
 @bp.get("/identify")
@@ -92,6 +111,27 @@ def contact(contact_id: int):
 @access.role("support")
 def contact_history(contact_id: int):
     return customer_history.dump(run_unit(lambda conn: lookups.history(conn, contact_id)))
+
+
+@bp.post("/contacts/<contact_id:contact_id>/detach")
+@access.role("support")
+def detach(contact_id: int):
+    order = detach_request.load(_json_object())
+    customers = run_unit(
+        lambda conn: corrections.detach(
+            conn, contact_id, order["kind"], order["value"], order["block"], g.request_id
+        )
+    )
+    if order["block"]:
+        current_app.extensions["identity_blocklist"].expire()
+    return detach_response.dump({"customers": customers})
+
+
+@bp.delete("/contacts/<contact_id:contact_id>")
+@access.role("support")
+def erase(contact_id: int):
+    erased = run_unit(lambda conn: corrections.erase(conn, contact_id, g.request_id))
+    return erase_response.dump({"erased": erased})
 
 
 @bp.get("/hubs")

@@ -39,6 +39,8 @@ def from_environment() -> dict:
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         # default, recommended, or the path of a JSON list (see identity/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
+        # Seconds between two reads of the stored blocklist (values support blocked).
+        "BLOCKLIST_REFRESH_S": float(os.environ.get("BLOCKLIST_REFRESH_S", 1)),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
         # Bearer tokens per role (see identity/access.py); none means loopback clients only.
         "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),

@@ -13,6 +13,7 @@ from flask import Flask, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from .corrections import ValueNotInCustomer
 from .db import DatabaseUnavailable
 from .lookups import NotFound, ValuesSpanCustomers
 from .schemas import AllValuesBlocked
@@ -85,7 +86,7 @@ def _all_values_blocked(error: AllValuesBlocked):
     return _error_response(400, "blocked_values", message)
 
 
-# The look-ups' outcomes that are not a customer.
+# The look-ups' and corrections' outcomes that are not a customer.
 _LOOKUP_ERRORS = {
     NotFound: (404, "not_found", "no customer matches"),
     ValuesSpanCustomers: (
@@ -93,6 +94,7 @@ _LOOKUP_ERRORS = {
         "values_span_customers",
         "the e-mail and the phone number belong to different customers; look them up one at a time",
     ),
+    ValueNotInCustomer: (409, "value_not_in_customer", "the customer does not hold this value"),
 }
 
 

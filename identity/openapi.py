@@ -10,6 +10,9 @@ from flask import Flask
 from . import access
 from .schemas import (
     CustomerHistory,
+    DetachRequest,
+    DetachResponse,
+    EraseResponse,
     Error,
     FeedPage,
     FeedQuery,
@@ -68,6 +71,9 @@ def build_spec() -> dict:
     spec.components.schema("Error", schema=Error)
     spec.components.schema("Status", schema=Status)
     spec.components.schema("CustomerHistory", schema=CustomerHistory)
+    spec.components.schema("DetachRequest", schema=DetachRequest)
+    spec.components.schema("DetachResponse", schema=DetachResponse)
+    spec.components.schema("EraseResponse", schema=EraseResponse)
     spec.components.schema("FeedPage", schema=FeedPage)
     spec.components.schema("SuspectedHubs", schema=SuspectedHubs)
 
@@ -101,20 +107,49 @@ def build_spec() -> dict:
             },
         },
     )
-    for path, summary, answer in (
-        (
-            "/contacts/{contact_id}",
-            "The customer a contact row belongs to; never writes",
-            _json("IdentifyResponse", "the customer"),
-        ),
-        (
-            "/contacts/{contact_id}/history",
-            "Every change to the customer of a contact row, "
-            "oldest first, including the customers merged into it",
-            _json("CustomerHistory", "the merge history"),
-        ),
-    ):
-        spec.path(path=path, operations={"get": _contact_operation(summary, answer)})
+    erase = _contact_operation(
+        "Erase the customer a contact row belongs to: its values leave every row and every "
+        "history event, its rows are soft-deleted (cannot be undone)",
+        _json("EraseResponse", "the erased customer's primary and rows"),
+    )
+    spec.path(
+        path="/contacts/{contact_id}",
+        operations={
+            "get": _contact_operation(
+                "The customer a contact row belongs to; never writes",
+                _json("IdentifyResponse", "the customer"),
+            ),
+            "delete": erase,
+        },
+    )
+    spec.path(
+        path="/contacts/{contact_id}/history",
+        operations={
+            "get": _contact_operation(
+                "Every change to the customer of a contact row, "
+                "oldest first, including the customers merged into it",
+                _json("CustomerHistory", "the merge history"),
+            )
+        },
+    )
+    detach = _contact_operation(
+        "Remove one e-mail or phone number from the customer a contact row belongs to and "
+        "link its remaining rows again (the customer may split); optionally block the value",
+        _json("DetachResponse", "the resulting customers, oldest primary first"),
+    )
+    detach["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": "DetachRequest"}},
+    }
+    detach["responses"].update(
+        {
+            "400": _error(_ERRORS["400"] + "; or not exactly one of email and phoneNumber"),
+            "409": _error("value_not_in_customer: the customer does not hold the value"),
+            "413": _error(_ERRORS["413"]),
+            "415": _error(_ERRORS["415"]),
+        }
+    )
+    spec.path(path="/contacts/{contact_id}/detach", operations={"post": detach})
     spec.path(
         path="/hubs",
         operations={

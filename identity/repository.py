@@ -118,7 +118,9 @@ EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s
 # a cycle, whatever the order of ids and creation times. And no row is touched before the
 # first write, so the transaction gets its id (xid) only after every lock is held.
 # The caller then reads the customer again by a new statement, which in READ COMMITTED
-# sees everything committed before the locks were granted.
+# sees everything committed before the locks were granted. Last, under the value locks,
+# the statement finds which of the values support has blocked since the request was
+# validated (BLOCK_VALUE runs under the same lock), by key: the values stay out of it.
 ROOT_LOCK_SPACE = 1
 
 BEGIN_AND_LOCK = """
@@ -127,7 +129,8 @@ SELECT pg_advisory_xact_lock(key)
   FROM (SELECT DISTINCT key FROM unnest(%(value_keys)s::bigint[]) AS key ORDER BY key) AS keys;
 SELECT pg_advisory_xact_lock(%(space)s, root_id)
   FROM (SELECT DISTINCT root_id FROM unnest(%(root_ids)s::integer[]) AS root_id
-         ORDER BY root_id) AS roots
+         ORDER BY root_id) AS roots;
+SELECT lockKey FROM blocked_value WHERE lockKey = ANY(%(value_keys)s::bigint[])
 """
 
 # SPEC §5.2, first bullet: the losing primaries become secondaries of the survivor, and
@@ -204,6 +207,77 @@ event AS (
 SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt FROM new_row
 """
 
+# SPEC §9, detach: the value leaves every row in row_ids (the customer's rows holding it);
+# a row left with neither value is soft-deleted. One value_detached event per row, with
+# the value and the customer's primary at the time. kind is 'email' or 'phoneNumber'.
+DETACH_VALUE = """
+WITH detached AS (
+    UPDATE contact
+       SET email = CASE WHEN %(kind)s = 'email' THEN NULL ELSE email END,
+           phoneNumber = CASE WHEN %(kind)s = 'phoneNumber' THEN NULL ELSE phoneNumber END,
+           deletedAt = CASE WHEN (CASE WHEN %(kind)s = 'email' THEN phoneNumber ELSE email END)
+                                 IS NULL
+                            THEN clock_timestamp() END
+     WHERE id = ANY(%(row_ids)s) AND deletedAt IS NULL
+ RETURNING id
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber)
+SELECT %(request_id)s, 'value_detached', id, %(primary_id)s,
+       CASE WHEN %(kind)s = 'email' THEN %(value)s END,
+       CASE WHEN %(kind)s = 'phoneNumber' THEN %(value)s END
+  FROM detached
+ ORDER BY id
+"""
+
+# The stored blocklist (SPEC §9, "block": true): every server process reads it.
+BLOCK_VALUE = """
+INSERT INTO blocked_value (kind, value, lockKey, requestId)
+VALUES (%(kind)s, %(value)s, %(lock_key)s, %(request_id)s)
+ON CONFLICT (kind, value) DO NOTHING
+"""
+
+BLOCKED_VALUES = "SELECT kind, value FROM blocked_value"
+
+# SPEC §9, erase: the values of the customer's rows (row_ids) leave every history event
+# (by row, and by value for events about other rows), every soft-deleted row, and the
+# rows themselves, which are soft-deleted; then one customer_erased event without
+# personal data. The values are found by subqueries, never sent: the statement text,
+# which PostgreSQL may log, names only row ids. The history's trigger allows this one
+# change only in a transaction that set identity.erasing (sql/004_corrections.sql).
+# Each statement sees the previous ones' changes: the rows keep their values until the
+# last one.
+ERASE_CUSTOMER = """
+SELECT set_config('identity.erasing', 'on', true);
+
+UPDATE contact_event
+   SET email = NULL, phoneNumber = NULL
+ WHERE (email IS NOT NULL OR phoneNumber IS NOT NULL)
+   AND (contactId = ANY(%(row_ids)s)
+        OR email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+        OR phoneNumber IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)));
+
+UPDATE contact
+   SET email = CASE WHEN email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+                    THEN NULL ELSE email END,
+       phoneNumber = CASE WHEN phoneNumber IN (SELECT phoneNumber FROM contact
+                                                WHERE id = ANY(%(row_ids)s))
+                          THEN NULL ELSE phoneNumber END
+ WHERE deletedAt IS NOT NULL
+   AND (email IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s))
+        OR phoneNumber IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)));
+
+WITH erased AS (
+    UPDATE contact
+       SET email = NULL, phoneNumber = NULL, deletedAt = clock_timestamp()
+     WHERE id = ANY(%(row_ids)s) AND deletedAt IS NULL
+ RETURNING id
+)
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, repointedIds)
+SELECT %(request_id)s, 'customer_erased', %(primary_id)s, %(primary_id)s,
+       array_agg(id ORDER BY id)
+  FROM erased
+"""
+
 # The row this session inserted last (see write_and_commit). currval() is volatile: as a
 # scalar subquery it is evaluated once, so the look-up stays a primary-key index scan
 # instead of calling it for every row of the table.
@@ -277,22 +351,40 @@ def find_customer(conn, email: str | None, phone_number: str | None) -> list[Con
         return [ContactRow(*row) for row in cur]
 
 
+class ValueBlocked(Exception):
+    """Support blocked one of the values after the request was validated (begin_locked
+    has rolled the transaction back): validate the request again against the stored
+    blocklist, read anew."""
+
+
 def begin_locked(
     conn, email: str | None, phone_number: str | None, root_ids: list[int]
 ) -> list[ContactRow]:
-    """BEGIN, take the locks of a write, and re-read the customer.
+    """BEGIN, take the locks of a write, and re-read the customer. root_ids: the
+    customers' roots the caller saw (linking.LinkedCustomer.root_id; for customers
+    without orphans, their primaries' ids).
 
     Two round trips: the locks first, in a statement without any value, then the
-    re-read, so that a lock timeout never logs the request's values."""
-    lock_all(conn, value_lock_keys(email, phone_number), root_ids)
+    re-read, so that a lock timeout never logs the request's values. Raises ValueBlocked,
+    after a rollback, when one of the values is on the stored blocklist."""
+    if lock_all(conn, value_lock_keys(email, phone_number), root_ids):
+        rollback(conn)
+        raise ValueBlocked()
     return find_customer(conn, email, phone_number)
 
 
-def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> None:
-    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK)."""
+def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> list[int]:
+    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK); the keys
+    among value_keys that are on the stored blocklist."""
     params = {"value_keys": value_keys, "space": ROOT_LOCK_SPACE, "root_ids": sorted(root_ids)}
     with conn.cursor() as cur:
         cur.execute(BEGIN_AND_LOCK, params)
+        return [key for (key,) in cur.fetchall()]
+
+
+def rollback(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute("ROLLBACK")
 
 
 def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
@@ -382,6 +474,33 @@ def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list
         events = cur.fetchall()
         cur.execute("COMMIT")
         return rows, events
+
+
+def detach_and_commit(
+    conn, detach: dict, relinks: dict[int, int | None], block: bool
+) -> None:
+    """DETACH_VALUE, then RELINK_ROWS, BLOCK_VALUE if asked, and COMMIT: one round trip.
+
+    detach: kind, value, row_ids, primary_id and request_id."""
+    statements = [DETACH_VALUE] + ([RELINK_ROWS] if relinks else []) + (
+        [BLOCK_VALUE] if block else []
+    )
+    with conn.cursor() as cur:
+        cur.execute(";".join([*statements, "COMMIT"]), {**detach, **_relink_params(relinks)})
+
+
+def erase_and_commit(conn, row_ids: list[int], primary_id: int, request_id: str | None) -> None:
+    """ERASE_CUSTOMER and COMMIT: one round trip."""
+    params = {"row_ids": row_ids, "primary_id": primary_id, "request_id": request_id}
+    with conn.cursor() as cur:
+        cur.execute(ERASE_CUSTOMER + ";COMMIT", params)
+
+
+def blocked_values(conn) -> list[tuple[str, str]]:
+    """The stored blocklist: (kind, value) pairs."""
+    with conn.cursor() as cur:
+        cur.execute(BLOCKED_VALUES)
+        return cur.fetchall()
 
 
 def schema_present(conn) -> bool:

@@ -335,3 +335,63 @@ customer_history = CustomerHistory()
 suspected_hubs = SuspectedHubs()
 feed_query = FeedQuery()
 feed_page = FeedPage()
+
+
+class DetachRequest(Schema):
+    """SPEC §9: exactly one of email or phoneNumber, normalised as in §4, and `block`.
+
+    The junk-value blocklist does not apply here: support may detach any stored value."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    email = NormalisedEmail(allow_none=True, load_default=None, metadata={"type": "string"})
+    phoneNumber = NormalisedPhoneNumber(
+        allow_none=True,
+        load_default=None,
+        attribute="phone_number",
+        metadata={"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]},
+    )
+    block = fields.Boolean(
+        load_default=False,
+        truthy={True},
+        falsy={False},
+        metadata={"description": "also put the value on the stored blocklist"},
+    )
+    blocklist = Blocklist({})  # blocks nothing: the fields above only normalise
+
+    @validates_schema
+    def exactly_one_value(self, data, **kwargs):
+        given = [name for name in ("email", "phone_number") if data.get(name) is not None]
+        if not given:
+            raise ValidationError("exactly one of email and phoneNumber is required")
+        if len(given) > 1:
+            both = "give only one of email and phoneNumber"
+            raise ValidationError({"email": [both], "phoneNumber": [both]})
+
+    @post_load
+    def to_kind_and_value(self, data, **kwargs):
+        kind = "email" if data["email"] is not None else "phoneNumber"
+        return {
+            "kind": kind,
+            "value": data["email"] if kind == "email" else data["phone_number"],
+            "block": data["block"],
+        }
+
+
+class DetachResponse(Schema):
+    customers = fields.List(fields.Nested(ConsolidatedContact), required=True)
+
+
+class ErasedCustomer(Schema):
+    primaryContactId = fields.Integer(attribute="primary_contact_id", required=True)
+    contactIds = fields.List(fields.Integer(), attribute="contact_ids", required=True)
+
+
+class EraseResponse(Schema):
+    erased = fields.Nested(ErasedCustomer, required=True)
+
+
+detach_request = DetachRequest()
+detach_response = DetachResponse()
+erase_response = EraseResponse()

@@ -53,7 +53,7 @@ def db(database_url):
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE contact RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE contact, blocked_value RESTART IDENTITY CASCADE")
     yield conn
     conn.close()
 

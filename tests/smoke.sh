@@ -1,5 +1,6 @@
 #!/bin/sh
-# Smoke checks against a live server: SPEC §5's worked examples and bad requests.
+# Smoke checks against a live server: SPEC §5's worked examples, corrections and bad
+# requests.
 #
 #   tests/smoke.sh [BASE_URL]        (default: $BASE_URL, else http://127.0.0.1:3000)
 #
@@ -98,6 +99,25 @@ if [ -n "${CHECKOUT_TOKEN:-}" ]; then
     r=$(post "{\"email\":\"$L\"}" application/json "")
     check "no token where tokens are configured: 401" "${r%% *}" 401
 fi
+
+# Corrections (support): split example B's customer again, then erase george.
+call() {  # call METHOD PATH [BODY] -> prints "STATUS BODY", with the support token
+    bearer "${SUPPORT_TOKEN:-}" | curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X "$1" \
+        "$BASE_URL$2" -H @- -H "Content-Type: application/json" ${3:+--data "$3"}
+    printf ' '
+    cat /tmp/smoke.$$
+    rm -f /tmp/smoke.$$
+}
+r=$(call POST "/contacts/$biff/detach" "{\"phoneNumber\":\"9$NUM\"}")
+check "detach a value the customer lacks: 409" "${r%% *}" 409
+r=$(call POST "/contacts/$biff/detach" "{\"email\":\"$G\"}")
+check "detach george's e-mail: the customer splits in two" \
+    "${r%% *} $(printf '%s' "${r#* }" | python3 -c "import json,sys; print([c['primaryContactId'] for c in json.load(sys.stdin)['customers']])")" \
+    "200 [$george, $biff]"
+r=$(call DELETE "/contacts/$george")
+check "erase george's customer: 200" "${r%% *}" 200
+r=$(call GET "/contacts/$george")
+check "an erased row is not found: 404" "${r%% *}" 404
 
 # Bad requests.
 r=$(post '{"email":"not-an-address"}')

@@ -46,6 +46,8 @@ ROUTES = [
     ("GET", "/identify", {"query_string": {"email": SEED["email"]}}, "support"),
     ("GET", "/contacts/1", {}, "support"),
     ("GET", "/contacts/1/history", {}, "support"),
+    ("POST", "/contacts/1/detach", {"json": {"phoneNumber": SEED["phoneNumber"]}}, "support"),
+    ("DELETE", "/contacts/1", {}, "support"),
     ("GET", "/hubs", {}, "support"),
     ("GET", "/events", {}, "feed"),
     ("GET", "/healthz", {}, access.OPEN),

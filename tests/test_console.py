@@ -11,10 +11,9 @@ import pytest
 
 from conftest import identify, rows
 from identity import create_app
-from identity.console import CONTENT_SECURITY_POLICY, actions
+from identity.console import CONTENT_SECURITY_POLICY
 from identity.console.graph import NODE_RADIUS, layout
 from identity.db import close_pool
-from identity.reconcile import Customer
 from identity.repository import ContactRow
 
 SUPPORT_TOKEN = "support-token-for-tests"
@@ -310,7 +309,7 @@ def test_every_html_answer_has_a_strict_content_security_policy(staff, support_a
     visitor = remote_client(support_app)
     answers = list(html_answers(staff, visitor, app.test_client()))
     statuses = {response.status_code for response in answers}
-    assert statuses >= {200, 400, 401, 404, 501}
+    assert statuses >= {200, 400, 401, 404}
     for response in answers:
         assert response.mimetype == "text/html", response.status
         policy = response.headers["Content-Security-Policy"]
@@ -563,20 +562,27 @@ def test_detach_of_a_value_the_customer_does_not_hold_is_refused(staff, value, s
     assert review_detach(staff, value).status_code == status
 
 
-def test_a_confirmed_detach_says_it_is_not_available_yet_and_changes_nothing(staff, db):
+def test_a_confirmed_detach_splits_the_customer_and_shows_the_result(staff, db):
     seed_customer(staff)
-    before = rows(db)
     response = post_form(
         staff,
         "/console/contacts/2",
         "/console/contacts/2/detach",
         value="phone:123456",
+        block="yes",
         confirm="yes",
     )
-    assert response.status_code == 501
-    assert "Not available yet" in text_of(response)
-    assert 'href="/console/contacts/2">Back to the customer</a>' in text_of(response)
-    assert rows(db) == before
+    assert response.status_code == 200
+    assert "2 customers now hold the remaining rows" in text_of(response)
+    assert 'href="/console/contacts/2">Customer #2</a>' in text_of(response)
+    # Rows 1 and 2 shared only the phone: each is now a primary, and the phone is gone.
+    assert [(row[0], row[2], row[3], row[4]) for row in rows(db)[:2]] == [
+        (1, None, None, "primary"),
+        (2, None, None, "primary"),
+    ]
+    with db.cursor() as cur:
+        cur.execute("SELECT kind, value FROM blocked_value")
+        assert cur.fetchall() == [("phoneNumber", "123456")]
 
 
 def test_erasure_asks_for_the_customer_number(staff, db):
@@ -591,46 +597,12 @@ def test_erasure_asks_for_the_customer_number(staff, db):
     assert rows(db) == before
 
 
-def test_a_confirmed_erasure_says_it_is_not_available_yet_and_changes_nothing(staff, db):
+def test_a_confirmed_erasure_erases_the_customer_and_says_so(staff, db):
     seed_customer(staff)
-    before = rows(db)
     response = post_form(staff, "/console/contacts/2", "/console/contacts/2/erase", confirm_id="1")
-    assert response.status_code == 501
-    assert rows(db) == before
+    assert response.status_code == 200
+    assert "Customer #1 erased" in text_of(response) and "#1, #2" in text_of(response)
+    erased = [row for row in rows(db) if row[0] in (1, 2)]
+    assert all(row[1] is None and row[2] is None for row in erased)
+    assert staff.get("/console/contacts/1").status_code == 404
 
-
-def test_the_result_pages_show_what_the_corrections_return(staff, monkeypatch):
-    """The pages for the answers of corrections, fed by stand-ins for the functions the
-    console will call: the real ones are not part of this build yet."""
-    seed_customer(staff)
-    calls = []
-
-    def detach(conn, contact_id, **kwargs):
-        calls.append(("detach", contact_id, kwargs))
-        return [
-            Customer(1, ["lorraine@hillvalley.edu"], [], []),
-            Customer(2, ["mcfly@hillvalley.edu"], [], []),
-        ]
-
-    def erase(conn, contact_id, **kwargs):
-        calls.append(("erase", contact_id, kwargs))
-        return {"primaryContactId": 1, "contactIds": [1, 2]}
-
-    monkeypatch.setattr(actions, "detach", detach)
-    monkeypatch.setattr(actions, "erase", erase)
-    split = post_form(
-        staff,
-        "/console/contacts/2",
-        "/console/contacts/2/detach",
-        value="phone:123456",
-        block="yes",
-        confirm="yes",
-    )
-    assert split.status_code == 200
-    assert "2 customers now hold the remaining rows" in text_of(split)
-    assert 'href="/console/contacts/2">Customer #2</a>' in text_of(split)
-    erased = post_form(staff, "/console/contacts/2", "/console/contacts/2/erase", confirm_id="1")
-    assert "Customer #1 erased" in text_of(erased) and "#1, #2" in text_of(erased)
-    assert calls[0][:2] == ("detach", 2)
-    assert calls[0][2]["phone_number"] == "123456" and calls[0][2]["block"] is True
-    assert calls[1][:2] == ("erase", 2)

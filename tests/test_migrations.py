@@ -74,24 +74,33 @@ def test_init_db_reports_what_it_applied(fresh_database):
     assert f"0 applied now, {len(discover(SCHEMA_DIR))} already applied" in second.output
 
 
+# Example B of SPEC §5 as the previous release stored it: george (11) and biff (27), two
+# primaries, merged by a checkout; and lorraine with a secondary. Its rows and events.
+PREVIOUS_RELEASE_DATA = """
+INSERT INTO contact (id, email, phoneNumber, linkedId, linkPrecedence, createdAt)
+OVERRIDING SYSTEM VALUE VALUES
+    (1, 'lorraine@hillvalley.edu', '123456', NULL, 'primary', '2023-04-01 00:00:00+00'),
+    (2, 'mcfly@hillvalley.edu', '123456', 1, 'secondary', '2023-04-20 05:30:00+00'),
+    (11, 'george@hillvalley.edu', '919191', NULL, 'primary', '2023-04-11 00:00:00+00'),
+    (27, 'biffsucks@hillvalley.edu', '717171', 11, 'secondary', '2023-04-21 05:30:00+00');
+INSERT INTO contact_event (requestId, kind, contactId, primaryId, email, phoneNumber)
+VALUES ('r1', 'customer_created', 1, 1, 'lorraine@hillvalley.edu', '123456'),
+       ('r2', 'customer_created', 11, 11, 'george@hillvalley.edu', '919191'),
+       ('r3', 'secondary_added', 2, 1, 'mcfly@hillvalley.edu', '123456'),
+       ('r4', 'customer_created', 27, 27, 'biffsucks@hillvalley.edu', '717171'),
+       ('r5', 'primary_demoted', 27, 11, 'george@hillvalley.edu', '717171');
+"""
+
+
 def _pre_ledger_database_with_customers(url: str) -> None:
-    """The schema as the previous release left it, holding customers made through the API."""
+    """The schema as the release before the ledger left it (its two files applied as it
+    applied them), holding customers."""
     conn = psycopg2.connect(url)
     with conn, conn.cursor() as cur:
         for name in PRE_LEDGER_FILES:
             cur.execute((SCHEMA_DIR / name).read_text())
+        cur.execute(PREVIOUS_RELEASE_DATA)
     conn.close()
-    app = create_app({"TESTING": True, "DATABASE_URL": url, "POOL_SIZE": 2})
-    client = app.test_client()
-    for body in (
-        {"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"},
-        {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"},
-        {"email": "george@hillvalley.edu", "phoneNumber": "919191"},
-        {"email": "biff@hillvalley.edu", "phoneNumber": "717171"},
-        {"email": "george@hillvalley.edu", "phoneNumber": "717171"},  # a merge
-    ):
-        assert client.post("/identify", json=body).status_code == 200
-    close_pool(app)
 
 
 CONTACTS = (
@@ -115,6 +124,16 @@ def test_a_database_of_the_previous_release_is_adopted_and_upgraded(fresh_databa
     assert query(fresh_database, CONTACTS) == contacts
     assert query(fresh_database, EVENTS) == events
     assert migrate(fresh_database, SCHEMA_DIR).applied == []
+    # And the upgraded database serves: the customers are there, linked as before.
+    app = create_app({"TESTING": True, "DATABASE_URL": fresh_database, "POOL_SIZE": 2})
+    answer = app.test_client().post("/identify", json={"phoneNumber": "717171"}).get_json()
+    close_pool(app)
+    assert answer["contact"] == {
+        "primaryContactId": 11,
+        "emails": ["george@hillvalley.edu", "biffsucks@hillvalley.edu"],
+        "phoneNumbers": ["919191", "717171"],
+        "secondaryContactIds": [27],
+    }
 
 
 def test_a_changed_applied_migration_is_refused(fresh_database, tmp_path):

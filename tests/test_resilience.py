@@ -102,6 +102,10 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_dat
     blocker = psycopg2.connect(private_database.url)
     try:
         assert post(service.port, {"email": "a@x.io", "phoneNumber": "1"})[0] == 200
+        idle = http.client.HTTPConnection("127.0.0.1", service.port, timeout=DEADLINE_S)
+        idle.request("GET", "/healthz")  # a keep-alive connection, open during the drain
+        first = idle.getresponse()
+        assert first.status == 200 and first.read()
         with blocker.cursor() as cur:  # hold the customer's primary: writes to it wait
             cur.execute("SELECT id FROM contact WHERE email = 'a@x.io' FOR UPDATE")
         in_flight: list = []
@@ -116,6 +120,12 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_dat
         service.process.terminate()  # SIGTERM
         wait_for(lambda: not _accepts_connections(service.port), "new connections to be refused")
         assert service.process.poll() is None, "exited with a request in flight"
+        # SPEC §7: a 503 with Retry-After, and the connection closes, so that the
+        # client's next request goes elsewhere.
+        idle.request("GET", "/healthz")
+        answer = idle.getresponse()
+        assert answer.status == 503 and b"shutting_down" in answer.read()
+        assert answer.getheader("Connection") == "close" and answer.getheader("Retry-After")
 
         blocker.commit()  # let the request in flight finish
         request.join(DEADLINE_S)
@@ -148,3 +158,4 @@ def _accepts_connections(port: int) -> bool:
         return True
     except OSError:
         return False
+

@@ -9,10 +9,10 @@ from datetime import timezone
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from .. import access, lookups
+from .. import access, corrections, lookups
 from ..db import DatabaseUnavailable, run_unit
 from ..reconcile import consolidate
-from . import actions, auth
+from . import auth
 from .graph import layout, merges_of
 from .search import SearchError, search
 
@@ -26,6 +26,8 @@ bp = Blueprint(
 _CONTACT = "/contacts/<contact_id:contact_id>"  # ASCII digits only (api.ContactIdConverter)
 # The detach form names a value as "<kind>:<value>"; kind → the row's attribute.
 _VALUE_KINDS = {"email": "email", "phone": "phone_number"}
+# The row's attribute → the kind of value corrections.detach takes (SPEC §9's field name).
+_DETACH_KINDS = {"email": "email", "phone_number": "phoneNumber"}
 
 
 class PageError(Exception):
@@ -187,15 +189,12 @@ def detach(contact_id: int):
     if request.form.get("confirm") != "yes":
         raise PageError(400, "Not confirmed", "A detach needs its confirmation step first.")
     attribute, value = _chosen_value(_customer_rows(contact_id))
+    kind, block = _DETACH_KINDS[attribute], request.form.get("block") == "yes"
     customers = run_unit(
-        lambda conn: actions.detach(
-            conn,
-            contact_id,
-            **{attribute: value},
-            block=request.form.get("block") == "yes",
-            request_id=g.request_id,
-        )
+        lambda conn: corrections.detach(conn, contact_id, kind, value, block, g.request_id)
     )
+    if block:
+        current_app.extensions["identity_blocklist"].expire()  # as the API does
     return render_template("detach_done.html", customers=customers)
 
 
@@ -225,7 +224,7 @@ def erase(contact_id: int):
         return _erase_confirmation(
             contact_id, rows, f"Type {primary_id} to confirm; nothing was erased.", 400
         )
-    erased = run_unit(lambda conn: actions.erase(conn, contact_id, request_id=g.request_id))
+    erased = run_unit(lambda conn: corrections.erase(conn, contact_id, g.request_id))
     return render_template("erase_done.html", erased=erased)
 
 
@@ -248,13 +247,12 @@ def not_found(_error):
     return _error_page(404, "No such customer", "No live contact has that id.")
 
 
-@bp.errorhandler(actions.NotAvailable)
-def not_available(_error):
+@bp.errorhandler(corrections.ValueNotInCustomer)
+def value_not_in_customer(_error):
     return _error_page(
-        501,
-        "Not available yet",
-        "This version of the service cannot detach values or erase customers yet. "
-        "Nothing was changed.",
+        409,
+        "Value not in this customer",
+        "The customer no longer holds that value; it may have been detached already.",
     )
 
 
