@@ -77,6 +77,8 @@ def identify():
         current_app.extensions["identity_blocklist"].expire()
         checkout = _load_identifiers(body)
         result = _record(checkout)
+    if result.blocked_hub:  # HUB_ACTION=block: this process reads the table again
+        current_app.extensions["identity_blocklist"].expire()
     g.outcome = result.outcome.value  # counted and logged by observability
     g.new_hubs = result.new_hubs  # likewise
     return _answer(result.customer, checkout["ignored"])

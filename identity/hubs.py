@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .repository import ContactRow
 
 DEFAULT_MAX_PARTNERS = 10
-ACTIONS = ("alert",)  # "block" needs the stored blocklist of the corrections (docs/hubs.md)
+ACTIONS = ("alert", "block")
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,8 @@ class Rule:
             raise ValueError("HUB_MAX_PARTNERS must be at least 1")
         if self.action not in ACTIONS:
             raise ValueError(f"HUB_ACTION must be one of: {', '.join(ACTIONS)}")
+
+    @property
+    def block(self) -> bool:
+        """A suspected hub also goes on the stored blocklist."""
+        return self.action == "block"

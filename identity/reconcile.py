@@ -36,12 +36,14 @@ class Customer:
 
 
 class Checkout(NamedTuple):
-    """What one POST /identify did: its customer, its outcome, and the suspected hubs it
-    recorded (SPEC §13; empty for nearly every checkout)."""
+    """What one POST /identify did: its customer, its outcome, the suspected hubs it
+    recorded, and whether it put a hub on the stored blocklist (SPEC §13; empty and
+    False for nearly every checkout)."""
 
     customer: Customer
     outcome: Outcome
     new_hubs: list[hubs.SuspectedHub]
+    blocked_hub: bool = False
 
 
 class CustomerChanged(RetryTransaction):
@@ -143,12 +145,13 @@ def _write(
 
     demotion = {"survivor_id": plan.survivor.id, "loser_ids": plan.losers} if plan.losers else None
     linked_id = plan.survivor.id if plan.survivor else None
-    new_hubs = _record_hubs(conn, plan, email, phone_number, request_id, hub_rule)
+    new_hubs, blocked_hub = _record_hubs(conn, plan, email, phone_number, request_id, hub_rule)
     request = {"email": email, "phone_number": phone_number, "request_id": request_id}
     new_row = repository.write_and_commit(
         conn, request, plan.relinks, demotion, linked_id, plan.insert
     )
-    return Checkout(consolidate(plan.answer_rows(new_row)), _outcome(plan), new_hubs)
+    customer = consolidate(plan.answer_rows(new_row))
+    return Checkout(customer, _outcome(plan), new_hubs, blocked_hub)
 
 
 def _record_hubs(
@@ -158,18 +161,22 @@ def _record_hubs(
     phone_number: str | None,
     request_id: str | None,
     hub_rule: hubs.Rule,
-) -> list[hubs.SuspectedHub]:
-    """SPEC §13, from the rows this write has just read under its locks. Only a new row
-    adds a partner to a value (hubs.py says why), so a write without one checks nothing,
-    and a write that finds no hub sends no statement: the extra round trip is paid only
-    while a hub is growing."""
+) -> tuple[list[hubs.SuspectedHub], bool]:
+    """SPEC §13, from the rows this write has just read under its locks: the hubs newly
+    recorded, and whether a value went on the stored blocklist (HUB_ACTION=block). Only
+    a new row adds a partner to a value (hubs.py says why), so a write without one
+    checks nothing, and a write that finds no hub sends no statement: the extra round
+    trip is paid only while a hub is growing. This write still stores its row: the
+    block applies from the next request on."""
     if not plan.insert:
-        return []
+        return [], False
     found = hubs.suspected(plan.rows, email, phone_number, hub_rule.max_partners)
     if not found:
-        return []
-    recorded = repository.record_suspected_hubs(conn, found, plan.survivor.id, request_id)
-    return [hub for hub in found if hub.kind in recorded]
+        return [], False
+    recorded, blocked = repository.record_suspected_hubs(
+        conn, found, plan.survivor.id, request_id, hub_rule.block
+    )
+    return [hub for hub in found if hub.kind in recorded], bool(blocked)
 
 
 def _outcome(plan: _Plan) -> Outcome:

@@ -15,8 +15,9 @@ from werkzeug.test import EnvironBuilder
 
 from conftest import identify
 from identity import create_app, hubs
+from identity.db import close_pool
 from identity.repository import ContactRow
-from servers import post_identify
+from servers import ServerProcess, post_identify
 
 PHONE = "5550100"
 EMAIL = "frontdesk@shop.test"
@@ -137,14 +138,26 @@ def test_a_merge_adds_no_partner(client, db):
     assert hub_rows(db) == [] and hub_events(db) == []
 
 
-def test_a_resolved_hub_that_grows_again_is_raised_again(client, db):
+def test_detaching_a_hub_resolves_it_and_the_value_can_become_a_hub_again(client, db):
     glue(client, "phoneNumber", range(11))
-    with db.cursor() as cur:
-        cur.execute("UPDATE suspected_hub SET resolvedAt = now()")
+    detached = client.post("/contacts/1/detach", json={"phoneNumber": PHONE})
+    assert detached.status_code == 200, detached.get_json()
     assert client.get("/hubs").get_json() == {"hubs": []}
-    glue(client, "phoneNumber", range(11, 12))
-    assert [(hub[4], hub[5] is None) for hub in hub_rows(db)] == [(11, False), (12, True)]
+    assert [(hub[4], hub[5] is None) for hub in hub_rows(db)] == [(11, False)]
+
+    glue(client, "phoneNumber", range(100, 111))  # strangers glued by it again
+    assert [(hub[4], hub[5] is None) for hub in hub_rows(db)] == [(11, False), (11, True)]
     assert len(hub_events(db)) == 2
+    assert len(client.get("/hubs").get_json()["hubs"]) == 1
+
+
+def test_detach_and_block_resolves_the_hub_and_links_nobody_again(client, db):
+    glue(client, "email", range(11))
+    detached = client.post("/contacts/1/detach", json={"email": EMAIL, "block": True})
+    assert detached.status_code == 200, detached.get_json()
+    assert client.get("/hubs").get_json() == {"hubs": []}
+    answer = client.post("/identify", json={"email": EMAIL, "phoneNumber": "777000"})
+    assert answer.get_json()["ignored"] == ["email"]
 
 
 def test_the_feed_event_names_the_kind_and_a_row_never_the_value(client, db):
@@ -194,6 +207,82 @@ def test_hubs_are_listed_newest_first(client):
     glue(client, "phoneNumber", range(11))
     listed = client.get("/hubs").get_json()["hubs"]
     assert [hub["kind"] for hub in listed] == ["phoneNumber", "email"]
+
+
+# --- HUB_ACTION=block ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def blocking_client(db, database_url):
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "HUB_ACTION": "block"})
+    yield app.test_client()
+    close_pool(app)
+
+
+def blocked_values(db) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute("SELECT kind, value FROM blocked_value ORDER BY kind")
+        return cur.fetchall()
+
+
+def test_with_block_the_twelfth_email_of_a_hub_phone_is_not_linked(blocking_client, db):
+    glue(blocking_client, "phoneNumber", range(10))
+    assert blocked_values(db) == []
+    glue(blocking_client, "phoneNumber", range(10, 11))  # the eleventh is still linked
+    assert blocked_values(db) == [("phoneNumber", PHONE)]
+    assert [hub[:5] for hub in hub_rows(db)] == [("phoneNumber", PHONE, 1, 1, 11)]
+
+    answer = blocking_client.post("/identify", json={"email": "buyer11@x.io", "phoneNumber": PHONE})
+    assert answer.status_code == 200
+    assert answer.get_json() == {
+        "contact": {"primaryContactId": 12, "emails": ["buyer11@x.io"], "phoneNumbers": [],
+                    "secondaryContactIds": []},
+        "ignored": ["phoneNumber"],
+    }  # fmt: skip
+    glued = blocking_client.get("/contacts/1").get_json()["contact"]
+    assert len(glued["emails"]) == 11  # the customers it glued stay as they are
+    assert len(hub_events(db)) == 1
+
+
+def test_with_block_a_hub_known_from_alert_is_blocked_at_its_next_partner(client, db, database_url):
+    glue(client, "phoneNumber", range(11))  # alert: recorded, not blocked
+    assert blocked_values(db) == []
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "HUB_ACTION": "block"})
+    glue(app.test_client(), "phoneNumber", range(11, 12))
+    close_pool(app)
+    assert blocked_values(db) == [("phoneNumber", PHONE)]
+    assert len(hub_rows(db)) == 1 and len(hub_events(db)) == 1
+
+
+def test_a_hub_blocked_in_one_process_links_nobody_in_another(db, database_url):
+    with ServerProcess(database_url, HUB_ACTION="block") as first, ServerProcess(
+        database_url, HUB_ACTION="block", BLOCKLIST_REFRESH_S=3600
+    ) as second:
+        other = http.client.HTTPConnection("127.0.0.1", second.port, timeout=30)
+        assert post_identify(other, {"email": "buyer0@x.io", "phoneNumber": PHONE})[0] == 200
+        connection = http.client.HTTPConnection("127.0.0.1", first.port, timeout=30)
+        for n in range(1, 11):
+            body = {"email": f"buyer{n}@x.io", "phoneNumber": PHONE}
+            assert post_identify(connection, body)[0] == 200
+        assert blocked_values(db) == [("phoneNumber", PHONE)]
+        # The second process read the stored blocklist before the block, and not since.
+        status, _, answer = post_identify(other, {"email": "buyer11@x.io", "phoneNumber": PHONE})
+        assert status == 200 and answer["ignored"] == ["phoneNumber"]
+        assert answer["contact"]["phoneNumbers"] == []
+
+
+def test_erasing_a_hubs_customer_leaves_its_value_in_no_table(blocking_client, db):
+    glue(blocking_client, "phoneNumber", range(11))
+    assert blocking_client.delete("/contacts/1").status_code == 200
+    assert hub_rows(db) == [] and blocked_values(db) == []
+    assert len(hub_events(db)) == 1  # the event names no value: it stays
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM contact WHERE phoneNumber = %s"
+            " UNION ALL SELECT count(*) FROM contact_event WHERE phoneNumber = %s",
+            (PHONE, PHONE),
+        )
+        assert cur.fetchall() == [(0,), (0,)]
 
 
 # --- Two server processes -----------------------------------------------------------------
