@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver test test-browser smoke audit bench bench-scale clean
+.PHONY: help run serve db-init deliver test test-browser test-proxy smoke audit bench bench-scale profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATAB
 test-browser: $(STAMP) ## drive the support console in headless Chromium; screenshots in .screenshots/
 	SE_OFFLINE=true $(PY) -m pytest tests_browser
 
+# nginx is in /usr/sbin, which is not on every user's PATH.
+NGINX_BIN ?= $(shell command -v nginx || command -v /usr/sbin/nginx)
+
+test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a server, tested through it
+	@if [ -z "$(NGINX_BIN)" ]; then \
+		echo "make test-proxy needs nginx: apt-get install nginx (as root), or NGINX_BIN=/path/to/nginx" >&2; \
+		exit 1; \
+	fi
+	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
+
 audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
 	$(WITH_DB) $(PY) -m flask --app identity audit
 
@@ -49,6 +59,9 @@ smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.
 
 bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~2 min)
 	$(PY) tests/bench.py
+
+profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
+	$(PY) tests/cpu_profile.py
 
 bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,000 rows (~3 min)
 	$(PY) tests/bench.py --scale

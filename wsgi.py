@@ -1,9 +1,13 @@
-"""Production entry point: `python wsgi.py` serves the app with waitress."""
+"""Entry points: `python wsgi.py` serves with WORKERS waitress processes (see
+identity/supervisor.py); WSGI servers import `app`."""
 
-from identity import create_app
-from identity.server import serve
-
-app = create_app()
+import sys
 
 if __name__ == "__main__":
-    serve(app)
+    from identity.supervisor import main
+
+    sys.exit(main())
+
+from identity import create_app  # noqa: E402
+
+app = create_app()

@@ -246,15 +246,16 @@ def _listens_on_loopback(host: str) -> bool:
     return host == "localhost" or is_loopback(host)
 
 
-def log_configuration(app: Flask) -> None:
-    """At start: each role's token ids, and a warning for a role left to loopback clients
-    while the service listens on another address."""
-    tokens: Tokens = app.extensions["identity_access"]
+def log_configuration(config: dict) -> None:
+    """At start (once, by the supervisor): each role's token ids, and a warning for a role
+    left to loopback clients while the service listens on another address. A malformed
+    token raises ValueError here, before any worker starts."""
+    tokens = Tokens(config)
     for role_name, setting in SETTINGS.items():
         ids = tokens.ids(role_name)
         if ids:
             logger.info("role %s: tokens %s", role_name, ", ".join(ids))
-        elif not _listens_on_loopback(app.config["HOST"]):
+        elif not _listens_on_loopback(config["HOST"]):
             logger.warning(
                 "role %s has no token (%s is empty): only loopback clients are served, "
                 "every other client gets 401",

@@ -19,12 +19,24 @@ def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _names(name: str, default: str) -> set[str]:
+    return {item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()}
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on (cgroup and taskset aware)."""
+    return len(os.sched_getaffinity(0))
+
+
 def from_environment() -> dict:
     threads = _int("THREADS", 8)
+    idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
         "HOST": os.environ.get("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 3000),
+        "WORKERS": _int("WORKERS", default_workers()),
+        # Per worker process.
         "THREADS": threads,
         # One connection per waitress thread: a request never waits for the pool.
         "POOL_SIZE": _int("POOL_SIZE", threads),
@@ -36,6 +48,16 @@ def from_environment() -> dict:
         "RETRY_BUDGET": _int("RETRY_BUDGET", 20),
         "RETRY_AFTER_S": _int("RETRY_AFTER_S", 1),
         "MAX_CONTENT_LENGTH": _int("MAX_BODY_BYTES", 64 * 1024),
+        # Client connections: see docs/deployment.md for how the defaults were measured.
+        "CONNECTION_LIMIT": _int("CONNECTION_LIMIT", 4000),  # per worker process
+        "IDLE_TIMEOUT_S": idle_timeout,
+        "REQUEST_TIMEOUT_S": _int("REQUEST_TIMEOUT_S", 15),
+        "MAX_HEADER_BYTES": _int("MAX_HEADER_BYTES", 16 * 1024),
+        "LISTEN_BACKLOG": _int("LISTEN_BACKLOG", 2048),
+        # Behind a reverse proxy: the proxy's address, and the headers it sets.
+        "TRUSTED_PROXY": os.environ.get("TRUSTED_PROXY", ""),
+        "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for"),
+        "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 1),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         # default, recommended, or the path of a JSON list (see identity/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),

@@ -1,8 +1,20 @@
-"""Prometheus metrics, one registry per app so that several apps can live in one process."""
+"""Prometheus metrics, one registry per app so that several apps can live in one process.
+
+Under `python wsgi.py` every worker process writes its values to files in the folder
+PROMETHEUS_MULTIPROC_DIR, which the supervisor creates empty at start (prometheus-client's
+multiprocess mode); /metrics then reports the sum over all workers, whichever answers.
+Gauges are summed over the live workers only: a dead worker's requests in flight are gone.
+"""
+
+import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_SUM = "livesum"
 
 
 class WebhookFigures:
@@ -53,7 +65,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.in_flight = Gauge(
-            "identity_http_requests_in_flight", "Requests being served now.", registry=self.registry
+            "identity_http_requests_in_flight",
+            "Requests being served now.",
+            registry=self.registry,
+            multiprocess_mode=_LIVE_SUM,
         )
         self.outcomes = Counter(
             "identity_identify_outcomes",
@@ -84,20 +99,44 @@ class Metrics:
             "identity_db_connections_in_use",
             "Pooled database connections held by requests now.",
             registry=self.registry,
+            multiprocess_mode=_LIVE_SUM,
         )
         self.pool_waiting = Gauge(
             "identity_db_pool_waiting",
             "Requests waiting for a free pooled connection (none while POOL_SIZE >= THREADS).",
             registry=self.registry,
+            multiprocess_mode=_LIVE_SUM,
         )
         pool = Gauge(
             "identity_db_pool_size",
-            "Database connections the pool may open.",
+            "Database connections the pools may open, over all worker processes.",
             registry=self.registry,
+            multiprocess_mode=_LIVE_SUM,
         )
         pool.set(pool_size)
         self.webhooks = WebhookFigures()
         self.registry.register(self.webhooks)
 
     def exposition(self) -> tuple[bytes, str]:
+        if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+            # Every worker's files, read at each scrape: the same answer from any worker.
+            # The webhook figures come from the database, not from a worker: added once.
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            merged.register(self.webhooks)
+            return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def worker_restarts() -> Counter:
+    """The supervisor's count of worker processes that died and were replaced.
+
+    The supervisor imports this module before it creates the metrics folder, and
+    prometheus-client picks single- or multi-process values when it is imported; it is
+    asked again here, before this process's first metric, as its own tests do."""
+    values.ValueClass = values.get_value_class()
+    return Counter(
+        "identity_worker_restarts",
+        "Worker processes that exited unexpectedly and were replaced.",
+        registry=None,
+    )

@@ -5,10 +5,12 @@
 Starts the service as `make run` does (embedded, durable PostgreSQL unless DATABASE_URL
 is set; `python wsgi.py`), preloads 10,000 checkouts, then drives it over HTTP/1.1
 keep-alive from an asyncio load generator with a seeded request sequence: the same seed
-sends the same requests. Reports throughput and latency, the load generator's own CPU,
+sends the same requests. Measures the service with WORKERS=1 and with the default number
+of workers, one after the other on the same database. Reports throughput and latency, the
+service's CPU time per request (supervisor and workers), the load generator's own CPU,
 and pgbench's throughput for the minimal database work of one request on the same
-database at the same concurrency. --scale measures latency at 10 k and 1 M rows and for
-one customer of 5,000 rows instead.
+database at the same concurrency, and the service's ratio to it. --scale measures latency
+at 10 k and 1 M rows and for one customer of 5,000 rows instead.
 """
 
 import argparse
@@ -22,11 +24,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg2
 from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
 
+from identity.config import default_workers
 from identity.migrations import migrate
 from identity.embedded import EmbeddedPostgres, find_bin_dir
 
@@ -146,12 +148,14 @@ class Result:
             "max_ms": ordered[-1] * 1000,
             "client_cpu_pct": 100 * self.client_cpu / self.wall,
             "service_cpu_pct": 100 * self.service_cpu / self.wall,
+            "service_cpu_ms": 1000 * self.service_cpu / max(1, len(ordered)),
         }
         print(
             f"{label:<28} {figures['requests']:>7} req  {figures['errors']:>3} err  "
             f"{figures['throughput']:>7.0f} req/s  p50 {figures['p50_ms']:5.2f}  "
             f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  max {figures['max_ms']:6.1f} ms  "
-            f"client CPU {figures['client_cpu_pct']:3.0f}%  service CPU {figures['service_cpu_pct']:3.0f}%",
+            f"client CPU {figures['client_cpu_pct']:3.0f}%  service CPU {figures['service_cpu_pct']:3.0f}% "
+            f"= {figures['service_cpu_ms']:.3f} ms/req",
             flush=True,
         )
         return figures
@@ -190,20 +194,15 @@ async def _drive(port: int, requests: list[bytes], concurrency: int, seconds: fl
     return latencies, errors
 
 
-def _process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def drive(service, requests: list[bytes], concurrency: int, seconds: float | None = None) -> Result:
-    cpu, service_cpu, wall = time.process_time(), _process_cpu(service.pid), time.perf_counter()
+    cpu, service_cpu, wall = time.process_time(), service.cpu_seconds(), time.perf_counter()
     latencies, errors = asyncio.run(_drive(service.port, requests, concurrency, seconds))
     return Result(
         latencies,
         errors,
         time.perf_counter() - wall,
         time.process_time() - cpu,
-        _process_cpu(service.pid) - service_cpu,
+        service.cpu_seconds() - service_cpu,
     )
 
 
@@ -211,13 +210,17 @@ def drive(service, requests: list[bytes], concurrency: int, seconds: float | Non
 
 
 @contextlib.contextmanager
-def _service(database_url: str, threads: int):
+def _service(database_url: str, threads: int, workers: int | None = None):
     """`python wsgi.py` as `make run` serves it, logging one JSON line per request (to a
     scratch file, as production logs go somewhere)."""
+    settings = {"THREADS": threads, "LOG_LEVEL": "INFO"}
+    if workers:
+        settings["WORKERS"] = workers
     with (
         tempfile.TemporaryFile() as log,
-        ServerProcess(database_url, stderr=log, THREADS=threads, LOG_LEVEL="INFO") as server,
+        ServerProcess(database_url, stderr=log, **settings) as server,
     ):
+        server.wait_for_workers(server.workers)
         yield server
 
 
@@ -390,21 +393,28 @@ def _database():
 
 
 def _mixed_run(args, database_url: str) -> dict:
+    """Preload, then the mix at WORKERS=1 and at the default, then PostgreSQL's ceiling."""
     workload = Workload(args.seed)
-    with _service(database_url, args.threads) as service:
-        preload = _requests(workload.preload(PRELOAD_CHECKOUTS), service.port)
-        drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
-        mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
-        figures = drive(service, mixed, args.concurrency, args.seconds).report(
-            f"mixed, concurrency {args.concurrency}"
-        )
-        single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
-        drive(service, single, 1, args.single_seconds).report("mixed, concurrency 1")
+    figures = {}
+    for workers in (1, args.workers):
+        with _service(database_url, args.threads, workers) as service:
+            if not figures:
+                preload = _requests(workload.preload(PRELOAD_CHECKOUTS), service.port)
+                drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
+            mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
+            figures[workers] = drive(service, mixed, args.concurrency, args.seconds).report(
+                f"WORKERS={workers}, concurrency {args.concurrency}"
+            )
+            single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
+            drive(service, single, 1, args.single_seconds).report(f"WORKERS={workers}, concurrency 1")
     ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
     print(
         f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})"
     )
-    print(f"{'service / ceiling':<28} {figures['throughput'] / ceiling:>7.0%}", flush=True)
+    for workers, result in figures.items():
+        print(
+            f"{f'WORKERS={workers} / ceiling':<28} {result['throughput'] / ceiling:>7.0%}", flush=True
+        )
     return figures
 
 
@@ -416,13 +426,17 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=int, default=10)
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", default_workers())))
     parser.add_argument("--scale", action="store_true", help="latency at 10 k and 1 M rows")
     args = parser.parse_args()
 
     database_url, server = _database()
     try:
         migrate(database_url, PROJECT_ROOT / "sql")
-        print(f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, service threads {args.threads}")
+        print(
+            f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, default WORKERS={args.workers}, "
+            f"THREADS={args.threads} per worker"
+        )
         if args.scale:
             _scale_run(args, database_url)
         else:

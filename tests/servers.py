@@ -14,6 +14,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from identity.config import default_workers  # noqa: E402
 from identity.embedded import free_port  # noqa: E402
 
 START_TIMEOUT_S = 30
@@ -50,6 +51,7 @@ class ServerProcess:
         env.update({name: str(value) for name, value in settings.items()})
         if database_url:
             env["DATABASE_URL"] = database_url
+        self.workers = int(env.get("WORKERS", default_workers()))
         self.process = subprocess.Popen(
             [sys.executable, *(program or [str(PROJECT_ROOT / "wsgi.py")])],
             env=env,
@@ -81,11 +83,93 @@ class ServerProcess:
         self.process.terminate()
         return self.process.wait(START_TIMEOUT_S)
 
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes now (`python wsgi.py` starts WORKERS)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except FileNotFoundError:  # the supervisor has exited
+            return []
+
+    def wait_for_workers(self, count: int) -> list[int]:
+        """Wait until `count` worker processes run; returns their pids."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(pids := self.worker_pids()) != count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} workers did not start")
+            time.sleep(0.05)
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the supervisor and its live workers."""
+        return sum(process_cpu_seconds(pid) for pid in [self.pid, *self.worker_pids()])
+
+    def serving_pid(self, connection: socket.socket) -> int:
+        """The worker that accepted this client connection (waiting for the accept)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            # A connection still waiting to be accepted has no inode yet (0).
+            inode = _server_side_inode(self.port, connection.getsockname()[1])
+            for pid in self.worker_pids():
+                if inode in _socket_inodes(pid):
+                    return pid
+            time.sleep(0.01)
+        raise LookupError("no worker accepted this connection")
+
     def __enter__(self) -> "ServerProcess":
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process, from /proc (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _server_side_inode(server_port: int, client_port: int) -> str:
+    """The inode of the accepted socket whose local port is the server's and peer the client's."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if local_port == server_port and remote_port == client_port:
+            return fields[9]
+    raise LookupError("no such connection")
+
+
+def answer_from_every_worker(server: ServerProcess, workers: list[int] | None = None):
+    """New checkouts on fresh connections until each worker has answered one (and so has
+    opened its database connections); returns (checkouts sent, pids that answered)."""
+    workers = workers or server.wait_for_workers(server.workers)
+    answered, sent = set(), 0
+    while answered != set(workers):
+        assert sent < 500, f"only {answered} of {workers} ever answered"
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_TIMEOUT_S)
+        connection.connect()
+        status = post_identify(connection, {"email": f"warm.{sent}.{server.port}@x.io"})[0]
+        assert status == 200
+        answered.add(server.serving_pid(connection.sock))
+        connection.close()
+        sent += 1
+    return sent, answered
 
 
 def post_identify(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict, dict]:

@@ -469,7 +469,7 @@ def test_a_warning_at_start_for_every_role_left_to_loopback_on_a_public_address(
     database_url, caplog, host, tokens, warned
 ):
     caplog.set_level(logging.INFO, logger="identity.access")
-    access.log_configuration(make_app(database_url, tokens, HOST=host))
+    access.log_configuration(make_app(database_url, tokens, HOST=host).config)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [message.split()[1] for message in warnings] == warned
     infos = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
