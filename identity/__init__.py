@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import access, config, console, db, errors, observability, openapi, repository
+from . import access, config, console, db, errors, hubs, observability, openapi, repository
 from .audit import audit_command
 from .blocklist import Blocklist, StoredBlocklist
 from .importing.command import import_command
@@ -22,6 +22,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.json.sort_keys = False  # answers keep SPEC §3's member order
     app.extensions["identity_metrics"] = Metrics(app.config["POOL_SIZE"])
+    app.extensions["identity_hub_rule"] = hubs.Rule(
+        app.config["HUB_MAX_PARTNERS"], app.config["HUB_ACTION"]
+    )
     blocklist = StoredBlocklist(
         Blocklist.load(app.config["BLOCKLIST"]),
         load=lambda: db.run_unit(repository.blocked_values),

@@ -16,6 +16,7 @@ from .schemas import (
     feed_page,
     feed_query,
     identify_response,
+    suspected_hubs,
 )
 
 # Every view declares who may call it (identity/access.py); one that does not is refused.
@@ -71,19 +72,23 @@ def identify():
     body = _json_object()
     checkout = _load_identifiers(body)
     try:
-        customer, outcome = _record(checkout)
+        result = _record(checkout)
     except repository.ValueBlocked:  # blocked in another process a moment ago
         current_app.extensions["identity_blocklist"].expire()
         checkout = _load_identifiers(body)
-        customer, outcome = _record(checkout)
-    g.outcome = outcome.value  # counted and logged by observability
-    return _answer(customer, checkout["ignored"])
+        result = _record(checkout)
+    if result.blocked_hub:  # HUB_ACTION=block: this process reads the table again
+        current_app.extensions["identity_blocklist"].expire()
+    g.outcome = result.outcome.value  # counted and logged by observability
+    g.new_hubs = result.new_hubs  # likewise
+    return _answer(result.customer, checkout["ignored"])
 
 
-def _record(checkout: dict) -> tuple[reconcile.Customer, reconcile.Outcome]:
+def _record(checkout: dict) -> reconcile.Checkout:
+    hub_rule = current_app.extensions["identity_hub_rule"]
     return run_unit(
         lambda conn: reconcile.identify(
-            conn, checkout["email"], checkout["phone_number"], g.request_id
+            conn, checkout["email"], checkout["phone_number"], g.request_id, hub_rule
         )
     )
 
@@ -129,6 +134,12 @@ def detach(contact_id: int):
 def erase(contact_id: int):
     erased = run_unit(lambda conn: corrections.erase(conn, contact_id, g.request_id))
     return erase_response.dump({"erased": erased})
+
+
+@bp.get("/hubs")
+@access.role("support")
+def hubs():
+    return suspected_hubs.dump({"hubs": run_unit(lookups.suspected_hubs)})
 
 
 @bp.get("/events")

@@ -73,4 +73,8 @@ def from_environment() -> dict:
         # hides HTTPS from us.
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "true",
+        # The hub alarm (identity/hubs.py): more partners than this make a suspected hub;
+        # alert records it, block also puts it on the stored blocklist.
+        "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
+        "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),
     }

@@ -70,6 +70,9 @@ def to_event(row: EventRow) -> dict:
     else:
         event["primaryContactId"] = row.primary_id
         event["contactIds"] = [row.contact_id]
+    if row.kind == "hub_suspected":
+        # The kind of value only: the value itself is personal data (GET /hubs has it).
+        event["valueKind"] = row.value_kind
     return event
 
 

@@ -15,6 +15,7 @@ class EventRow(NamedTuple):
     occurred_at: datetime
     contact_id: int
     primary_id: int
+    value_kind: str | None = None  # hub_suspected: "email" or "phoneNumber"
 
 
 class SubscriberStats(NamedTuple):
@@ -34,6 +35,7 @@ FEED_SOURCE_KINDS = [
     "value_detached",
     "customer_split",
     "customer_erased",
+    "hub_suspected",
 ]
 
 # The events after a cursor, in feed order, that no running transaction can precede.
@@ -43,7 +45,7 @@ FEED_SOURCE_KINDS = [
 # above it: greater than every position this page can hand out. The row comparison and
 # the ORDER BY follow the index contact_event_feed_order, so a page is one range scan.
 READ_EVENTS = """
-SELECT txid::text, id, kind, occurredAt, contactId, primaryId
+SELECT txid::text, id, kind, occurredAt, contactId, primaryId, valueKind
   FROM contact_event
  WHERE (txid, id) > (%(txid)s::xid8, %(event_id)s)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())

@@ -26,12 +26,25 @@ class Event:
     email: str | None
     phone_number: str | None
     repointed_ids: list[int] | None
+    value_kind: str | None  # hub_suspected: the kind of value, never the value
 
 
 @dataclass(frozen=True)
 class History:
     primary_contact_id: int
     events: list[Event]
+
+
+@dataclass(frozen=True)
+class Hub:
+    """A suspected hub (SPEC §13) as it was when found."""
+
+    kind: str
+    value: str
+    contact_id: int  # the oldest row that carried it when found
+    primary_contact_id: int
+    partners: int
+    since: datetime
 
 
 def customer_by_values(conn, email: str | None, phone_number: str | None) -> Customer:
@@ -55,6 +68,11 @@ def _customer_of_contact(rows: list[repository.ContactRow], contact_id: int) -> 
 
 def customer_by_contact(conn, contact_id: int) -> Customer:
     return consolidate(customer_rows(conn, contact_id))
+
+
+def suspected_hubs(conn) -> list[Hub]:
+    """The unresolved suspected hubs, newest first."""
+    return [Hub(*row) for row in repository.unresolved_hubs(conn)]
 
 
 def history(conn, contact_id: int) -> History:

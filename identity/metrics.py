@@ -76,6 +76,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.hubs_suspected = Counter(
+            "identity_hubs_suspected",
+            "Suspected hubs newly recorded (SPEC §13), by kind of value: email, phoneNumber.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.access_denied = Counter(
             "identity_access_denied",
             "Requests refused by access control, by route and reason: no_token, "

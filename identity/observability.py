@@ -2,8 +2,9 @@
 
 Log lines carry the method, the path (never the query string), the status, the latency,
 the /identify outcome, the request id, and the role and token id access control found
-(identity/access.py): no e-mail or phone number, which are personal data, and no token
-ever reaches a log.
+(identity/access.py); a newly suspected hub (SPEC §13) adds a warning line with its kind
+and row id. No e-mail or phone number, which are personal data, and no token ever
+reaches a log.
 """
 
 import logging
@@ -27,6 +28,7 @@ _KNOWN_METHODS = frozenset(
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 access_log = logging.getLogger("identity.access")
+hub_log = logging.getLogger("identity.hubs")
 
 
 def _metrics():
@@ -50,6 +52,7 @@ def _finish_request(response):
     outcome = g.get("outcome")
     if outcome:
         _metrics().outcomes.labels(outcome).inc()
+    _report_hubs(g.get("new_hubs", []))
     denied = g.get("access_denied")
     if denied:
         _metrics().access_denied.labels(route, denied).inc()
@@ -71,6 +74,21 @@ def _finish_request(response):
         },
     )
     return response
+
+
+def _report_hubs(new_hubs) -> None:
+    """A newly suspected hub (SPEC §13): counted, and one warning line without the value."""
+    for hub in new_hubs:
+        _metrics().hubs_suspected.labels(hub.kind).inc()
+        hub_log.warning(
+            "hub suspected",
+            extra={
+                "kind": hub.kind,
+                "contact_id": hub.contact_id,
+                "partners": hub.partners,
+                "request_id": g.get("request_id"),
+            },
+        )
 
 
 def _end_request(_exception=None) -> None:

@@ -19,6 +19,7 @@ from .schemas import (
     IdentifyRequest,
     IdentifyResponse,
     Status,
+    SuspectedHubs,
 )
 
 _ERRORS = {
@@ -74,6 +75,7 @@ def build_spec() -> dict:
     spec.components.schema("DetachResponse", schema=DetachResponse)
     spec.components.schema("EraseResponse", schema=EraseResponse)
     spec.components.schema("FeedPage", schema=FeedPage)
+    spec.components.schema("SuspectedHubs", schema=SuspectedHubs)
 
     spec.path(
         path="/identify",
@@ -148,6 +150,19 @@ def build_spec() -> dict:
         }
     )
     spec.path(path="/contacts/{contact_id}/detach", operations={"post": detach})
+    spec.path(
+        path="/hubs",
+        operations={
+            "get": {
+                "summary": "The suspected hubs not yet resolved, newest first: values shared "
+                "by more than HUB_MAX_PARTNERS values of the other kind within one customer",
+                "responses": {
+                    "200": _json("SuspectedHubs", "the suspected hubs"),
+                    "503": _error(_ERRORS["503"]),
+                },
+            }
+        },
+    )
     spec.path(
         path="/events",
         operations={

@@ -12,8 +12,9 @@ those links before it applies §5.
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from . import linking, repository
+from . import hubs, linking, repository
 from .db import RetryTransaction
 from .linking import LinkedCustomer
 from .repository import ContactRow
@@ -32,6 +33,17 @@ class Customer:
     emails: list[str]
     phone_numbers: list[str]
     secondary_contact_ids: list[int]
+
+
+class Checkout(NamedTuple):
+    """What one POST /identify did: its customer, its outcome, the suspected hubs it
+    recorded, and whether it put a hub on the stored blocklist (SPEC §13; empty and
+    False for nearly every checkout)."""
+
+    customer: Customer
+    outcome: Outcome
+    new_hubs: list[hubs.SuspectedHub]
+    blocked_hub: bool = False
 
 
 class CustomerChanged(RetryTransaction):
@@ -54,12 +66,17 @@ class _Plan:
         return not self.insert and not self.losers
 
     @property
+    def rows(self) -> list[ContactRow]:
+        """The rows of C, every customer M touches, as stored: oldest customer first."""
+        return [row for customer in self.customers for row in customer.rows]
+
+    @property
     def root_ids(self) -> list[int]:
         return sorted({customer.root_id for customer in self.customers})
 
     def answer_rows(self, new_row: ContactRow | None) -> list[ContactRow]:
         """C as the plan leaves it: relinked, demoted, with the new row."""
-        rows = [row for customer in self.customers for row in customer.rows]
+        rows = self.rows
         if self.losers:
             rows = [_demoted(row, self.survivor.id, self.losers) for row in rows]
         return sorted(rows, key=lambda row: (row.created_at, row.id)) + (
@@ -110,15 +127,19 @@ def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -
 
 
 def identify(
-    conn, email: str | None, phone_number: str | None, request_id: str | None = None
-) -> tuple[Customer, Outcome]:
+    conn,
+    email: str | None,
+    phone_number: str | None,
+    request_id: str | None = None,
+    hub_rule: hubs.Rule = hubs.Rule(),
+) -> Checkout:
     """Record one checkout; answer with its whole customer. Retry-safe as a unit.
 
     request_id goes into the merge history with every change the checkout makes."""
     plan = _plan(repository.find_customer(conn, email, phone_number), email, phone_number)
     if plan.changes_nothing:
-        return consolidate(plan.answer_rows(None)), Outcome.UNCHANGED
-    return _write(conn, email, phone_number, plan.root_ids, request_id)
+        return Checkout(consolidate(plan.answer_rows(None)), Outcome.UNCHANGED, [])
+    return _write(conn, email, phone_number, plan.root_ids, request_id, hub_rule)
 
 
 def _write(
@@ -127,7 +148,8 @@ def _write(
     phone_number: str | None,
     seen_root_ids: list[int],
     request_id: str | None,
-) -> tuple[Customer, Outcome]:
+    hub_rule: hubs.Rule,
+) -> Checkout:
     rows = repository.begin_locked(conn, email, phone_number, seen_root_ids)
     plan = _plan(rows, email, phone_number)
     if not set(plan.root_ids) <= set(seen_root_ids):
@@ -138,11 +160,38 @@ def _write(
 
     demotion = {"survivor_id": plan.survivor.id, "loser_ids": plan.losers} if plan.losers else None
     linked_id = plan.survivor.id if plan.survivor else None
+    new_hubs, blocked_hub = _record_hubs(conn, plan, email, phone_number, request_id, hub_rule)
     request = {"email": email, "phone_number": phone_number, "request_id": request_id}
     new_row = repository.write_and_commit(
         conn, request, plan.relinks, demotion, linked_id, plan.insert
     )
-    return consolidate(plan.answer_rows(new_row)), _outcome(plan)
+    customer = consolidate(plan.answer_rows(new_row))
+    return Checkout(customer, _outcome(plan), new_hubs, blocked_hub)
+
+
+def _record_hubs(
+    conn,
+    plan: _Plan,
+    email: str | None,
+    phone_number: str | None,
+    request_id: str | None,
+    hub_rule: hubs.Rule,
+) -> tuple[list[hubs.SuspectedHub], bool]:
+    """SPEC §13, from the rows this write has just read under its locks: the hubs newly
+    recorded, and whether a value went on the stored blocklist (HUB_ACTION=block). Only
+    a new row adds a partner to a value (hubs.py says why), so a write without one
+    checks nothing, and a write that finds no hub sends no statement: the extra round
+    trip is paid only while a hub is growing. This write still stores its row: the
+    block applies from the next request on."""
+    if not plan.insert:
+        return [], False
+    found = hubs.suspected(plan.rows, email, phone_number, hub_rule.max_partners)
+    if not found:
+        return [], False
+    recorded, blocked = repository.record_suspected_hubs(
+        conn, found, plan.survivor.id, request_id, hub_rule.block
+    )
+    return [hub for hub in found if hub.kind in recorded], bool(blocked)
 
 
 def _outcome(plan: _Plan) -> Outcome:

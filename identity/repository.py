@@ -295,10 +295,82 @@ SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
  WHERE id = (SELECT currval(pg_get_serial_sequence('contact', 'id')))
 """
 
+# SPEC §13: records the suspected hubs a write found (hubs.suspected), each only if no
+# unresolved row of the same value exists (the partial unique index
+# suspected_hub_unresolved), and one hub_suspected history event per hub newly recorded:
+# its row, its customer's primary and the kind of value, never the value. With block
+# (HUB_ACTION=block) every hub found also goes on the stored blocklist, recorded before or
+# not: a shop that switches to block stops a known hub at its next partner. Runs in the
+# write's transaction, after its locks (the value's lock among them, which BLOCK_VALUE
+# also holds); only a write that finds a hub sends it. Answers ('recorded', kind) per hub
+# newly recorded and ('blocked', kind) per value newly blocked.
+RECORD_SUSPECTED_HUBS = """
+WITH found AS (
+    SELECT *
+      FROM unnest(%(kinds)s::text[], %(hub_values)s::text[], %(contact_ids)s::integer[],
+                  %(partners)s::integer[], %(lock_keys)s::bigint[])
+           AS hub (kind, value, contact_id, partners, lock_key)
+),
+recorded AS (
+    INSERT INTO suspected_hub (kind, value, contactId, primaryContactId, partners, requestId)
+    SELECT kind, value, contact_id, %(primary_id)s, partners, %(request_id)s FROM found
+        ON CONFLICT (kind, value) WHERE resolvedAt IS NULL DO NOTHING
+    RETURNING kind, contactId, primaryContactId
+),
+event AS (
+    INSERT INTO contact_event (requestId, kind, contactId, primaryId, valueKind)
+    SELECT %(request_id)s, 'hub_suspected', contactId, primaryContactId, kind FROM recorded
+),
+blocked AS (
+    INSERT INTO blocked_value (kind, value, lockKey, requestId)
+    SELECT kind, value, lock_key, %(request_id)s FROM found WHERE %(block)s
+        ON CONFLICT (kind, value) DO NOTHING
+    RETURNING kind
+)
+SELECT 'recorded', kind FROM recorded
+UNION ALL
+SELECT 'blocked', kind FROM blocked
+"""
+
+# SPEC §13: support detached the value (DETACH_VALUE), so its hub is resolved. The value
+# is on no live row any more; should it glue people again, it is a new hub.
+RESOLVE_HUB = """
+UPDATE suspected_hub SET resolvedAt = clock_timestamp()
+ WHERE kind = %(kind)s AND value = %(value)s AND resolvedAt IS NULL
+"""
+
+# SPEC §9 and §13: erasure leaves no erased value in any table. Before ERASE_CUSTOMER
+# empties the rows (row_ids, the customer's live rows), the hubs recorded for their rows
+# or their values go, and so do their values on the stored blocklist: a value that the
+# alarm blocked (HUB_ACTION=block) is still on the rows it glued. A value support
+# detached and blocked is on no live row, so it stays blocked. As in ERASE_CUSTOMER, the
+# values are found by subqueries, never sent.
+FORGET_ERASED_VALUES = """
+DELETE FROM suspected_hub
+ WHERE contactId = ANY(%(row_ids)s)
+    OR (kind = 'email' AND value IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s)))
+    OR (kind = 'phoneNumber'
+        AND value IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)));
+
+DELETE FROM blocked_value
+ WHERE (kind = 'email' AND value IN (SELECT email FROM contact WHERE id = ANY(%(row_ids)s)))
+    OR (kind = 'phoneNumber'
+        AND value IN (SELECT phoneNumber FROM contact WHERE id = ANY(%(row_ids)s)))
+"""
+
+# GET /hubs: the unresolved suspected hubs, newest first.
+UNRESOLVED_HUBS = """
+SELECT kind, value, contactId, primaryContactId, partners, since
+  FROM suspected_hub
+ WHERE resolvedAt IS NULL
+ ORDER BY since DESC, id DESC
+"""
+
 # The history of a customer: every event about one of its rows, oldest first. Events are
 # written after the writer's locks, so id order is the order of the changes.
 CUSTOMER_HISTORY = """
-SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds
+SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds,
+       valueKind
   FROM contact_event
  WHERE contactId = ANY(%(row_ids)s)
  ORDER BY id
@@ -407,6 +479,44 @@ def write_and_commit(
         return ContactRow(*cur.fetchone()) if insert else None
 
 
+def record_suspected_hubs(
+    conn, hubs: list, primary_id: int, request_id: str | None, block: bool
+) -> tuple[set[str], set[str]]:
+    """RECORD_SUSPECTED_HUBS for hubs.SuspectedHub values: the kinds of the hubs newly
+    recorded, and of the values newly blocked."""
+    params = {
+        "kinds": [hub.kind for hub in hubs],
+        "hub_values": [hub.value for hub in hubs],
+        "contact_ids": [hub.contact_id for hub in hubs],
+        "partners": [hub.partners for hub in hubs],
+        "lock_keys": [_lock_key(hub.kind, hub.value) for hub in hubs],
+        "primary_id": primary_id,
+        "request_id": request_id,
+        "block": block,
+    }
+    with conn.cursor() as cur:
+        cur.execute(RECORD_SUSPECTED_HUBS, params)
+        written = cur.fetchall()
+    return (
+        {kind for what, kind in written if what == "recorded"},
+        {kind for what, kind in written if what == "blocked"},
+    )
+
+
+def _lock_key(kind: str, value: str) -> int:
+    """The advisory-lock key of one value, as BEGIN_AND_LOCK takes it."""
+    email, phone_number = (value, None) if kind == "email" else (None, value)
+    return value_lock_keys(email, phone_number)[0]
+
+
+def unresolved_hubs(conn) -> list[tuple]:
+    """(kind, value, contactId, primaryContactId, partners, since) of every unresolved hub,
+    newest first."""
+    with conn.cursor() as cur:
+        cur.execute(UNRESOLVED_HUBS)
+        return cur.fetchall()
+
+
 def _relink_params(relinks: dict[int, int | None]) -> dict:
     return {"relinked_ids": list(relinks), "relinked_to": list(relinks.values())}
 
@@ -431,21 +541,22 @@ def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list
 def detach_and_commit(
     conn, detach: dict, relinks: dict[int, int | None], block: bool
 ) -> None:
-    """DETACH_VALUE, then RELINK_ROWS, BLOCK_VALUE if asked, and COMMIT: one round trip.
+    """DETACH_VALUE, then RELINK_ROWS, BLOCK_VALUE if asked, RESOLVE_HUB, and COMMIT:
+    one round trip.
 
     detach: kind, value, row_ids, primary_id and request_id."""
     statements = [DETACH_VALUE] + ([RELINK_ROWS] if relinks else []) + (
         [BLOCK_VALUE] if block else []
-    )
+    ) + [RESOLVE_HUB]
     with conn.cursor() as cur:
         cur.execute(";".join([*statements, "COMMIT"]), {**detach, **_relink_params(relinks)})
 
 
 def erase_and_commit(conn, row_ids: list[int], primary_id: int, request_id: str | None) -> None:
-    """ERASE_CUSTOMER and COMMIT: one round trip."""
+    """FORGET_ERASED_VALUES, ERASE_CUSTOMER and COMMIT: one round trip."""
     params = {"row_ids": row_ids, "primary_id": primary_id, "request_id": request_id}
     with conn.cursor() as cur:
-        cur.execute(ERASE_CUSTOMER + ";COMMIT", params)
+        cur.execute(FORGET_ERASED_VALUES + ";" + ERASE_CUSTOMER + ";COMMIT", params)
 
 
 def blocked_values(conn) -> list[tuple[str, str]]:

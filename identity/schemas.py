@@ -211,6 +211,7 @@ class HistoryEvent(Schema):
                 "customer_split",
                 "value_detached",
                 "customer_erased",
+                "hub_suspected",
             ]
         },
     )
@@ -219,11 +220,39 @@ class HistoryEvent(Schema):
     email = fields.String(allow_none=True)
     phoneNumber = fields.String(allow_none=True, attribute="phone_number")
     repointedIds = fields.List(fields.Integer(), allow_none=True, attribute="repointed_ids")
+    valueKind = fields.String(
+        allow_none=True,
+        attribute="value_kind",
+        metadata={"enum": ["email", "phoneNumber", None], "description": "hub_suspected only"},
+    )
 
 
 class CustomerHistory(Schema):
     primaryContactId = fields.Integer(required=True, attribute="primary_contact_id")
     events = fields.List(fields.Nested(HistoryEvent), required=True)
+
+
+class SuspectedHub(Schema):
+    kind = fields.String(required=True, metadata={"enum": ["email", "phoneNumber"]})
+    value = fields.String(required=True)
+    primaryContactId = fields.Integer(
+        required=True,
+        attribute="primary_contact_id",
+        metadata={"description": "the primary of the value's customer when it was found"},
+    )
+    partners = fields.Integer(
+        required=True,
+        metadata={"description": "distinct values of the other kind on its rows when found"},
+    )
+    since = fields.DateTime(required=True, metadata={"description": "when it was found"})
+
+
+class SuspectedHubs(Schema):
+    hubs = fields.List(
+        fields.Nested(SuspectedHub),
+        required=True,
+        metadata={"description": "unresolved suspected hubs, newest first"},
+    )
 
 
 class FeedCursor(fields.Field):
@@ -271,6 +300,7 @@ class FeedEvent(Schema):
                 "value_detached",
                 "customer_split",
                 "customer_erased",
+                "hub_suspected",
             ]
         },
     )
@@ -282,6 +312,13 @@ class FeedEvent(Schema):
     demotedPrimaryContactIds = fields.List(
         fields.Integer(),
         metadata={"description": "customers_merged: the primaries now secondaries of primaryContactId"},
+    )
+    valueKind = fields.String(
+        metadata={
+            "enum": ["email", "phoneNumber"],
+            "description": "hub_suspected: the kind of value suspected (never the value); "
+            "contactIds holds one of its rows",
+        },
     )
 
 
@@ -314,6 +351,7 @@ class Status(Schema):
 
 identify_response = IdentifyResponse()
 customer_history = CustomerHistory()
+suspected_hubs = SuspectedHubs()
 feed_query = FeedQuery()
 feed_page = FeedPage()
 

@@ -98,6 +98,7 @@ def test_no_kind_of_event_carries_an_email_or_phone_number(kind):
         "primaryContactId",
         "contactIds",
         "demotedPrimaryContactIds",
+        "valueKind",  # hub_suspected: "email" or "phoneNumber", never the value
     }
 
 

@@ -126,6 +126,12 @@ def _customer_rows(contact_id: int):
     return run_unit(lambda conn: lookups.customer_rows(conn, contact_id))
 
 
+@bp.get("/hubs")
+@access.role("support", proof=auth.session_token_digest)
+def hubs():
+    return render_template("hubs.html", hubs=run_unit(lookups.suspected_hubs))
+
+
 @bp.get(_CONTACT)
 @access.role("support", proof=auth.session_token_digest)
 def customer(contact_id: int):
