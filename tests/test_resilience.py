@@ -98,7 +98,11 @@ def test_database_restart_in_the_middle_of_traffic(private_database):
 
 
 def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_database):
-    service = ServerProcess(private_database.url, LOCK_TIMEOUT_MS=30000, REQUEST_DEADLINE_S=60)
+    # One worker: the kept-alive connection and the request in flight share its drain
+    # (tests/test_workers.py drains several).
+    service = ServerProcess(
+        private_database.url, WORKERS=1, LOCK_TIMEOUT_MS=30000, REQUEST_DEADLINE_S=60
+    )
     blocker = psycopg2.connect(private_database.url)
     try:
         assert post(service.port, {"email": "a@x.io", "phoneNumber": "1"})[0] == 200
