@@ -270,14 +270,19 @@ def serve(app: Flask, sock: socket.socket) -> None:
         # under a running poll would break it.
         wasyncore.dispatcher.close(server)
 
-    def on_sigterm(_signum, _frame):
+    def begin_drain():
         logger.info("SIGTERM: draining", extra={"pid": os.getpid()})
         app.extensions["identity_draining"] = True
         server.draining = True
         server.trigger.pull_trigger(stop_listening)
-        threading.Thread(target=_drain, args=(server,), daemon=True).start()
+        _drain(server)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # The drain runs in a thread of its own: the handler interrupts the main loop, which
+    # may hold the locks that logging and the loop's trigger take.
+    signal.signal(
+        signal.SIGTERM,
+        lambda _signum, _frame: threading.Thread(target=begin_drain, daemon=True).start(),
+    )
     # Ctrl-C, and the end of a drain, stop the main loop, even when our parent started
     # us with SIGINT ignored (as shells do for background jobs).
     signal.signal(signal.SIGINT, signal.default_int_handler)

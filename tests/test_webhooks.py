@@ -256,7 +256,10 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
     assert repeats > 0  # the batches taken just before a kill came again: at least once
     delivered, failed = subscriber(db)
     assert delivered == len(order)  # each event counted once, when the cursor passed it
-    assert failed >= receiver.failures > 0
+    # Every failed attempt is counted, but for one a kill may cut off between the
+    # receiver's 500 and its record; a stall counts too, once the deliverer gives up on it.
+    assert receiver.failures > 0
+    assert receiver.failures - kills <= failed <= receiver.failures + receiver.stalls
     assert kills == 8
     assert scraped(client) == {
         "identity_webhook_events_delivered_total": len(order),

@@ -30,8 +30,10 @@ def deliver_command() -> None:
     configure_logging(current_app.config["LOG_LEVEL"])
     stop = threading.Event()
     # SIGTERM and Ctrl-C let a POST in flight finish and record its answer, then stop.
+    # The event is set from another thread: the handler runs in the main thread, which
+    # may be holding the event's own lock inside stop.wait() at that moment.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+        signal.signal(signum, lambda _signum, _frame: threading.Thread(target=stop.set).start())
     database = {
         name: current_app.config[name]
         for name in ("DATABASE_URL", "STATEMENT_TIMEOUT_MS", "REQUEST_DEADLINE_S")
