@@ -128,7 +128,9 @@ def replay_links(db) -> dict[int, int | None]:
 @pytest.fixture(scope="module")
 def two_servers(database_url):
     """Two server processes sharing the test database, as two hosts would."""
-    servers = [ServerProcess(database_url), ServerProcess(database_url)]
+    # One worker each: a test may rely on a server's own process having seen its own
+    # write (tests/test_workers_stress.py runs the stress test with several workers).
+    servers = [ServerProcess(database_url, WORKERS=1), ServerProcess(database_url, WORKERS=1)]
     yield servers
     for server in servers:
         server.stop()
