@@ -14,7 +14,7 @@ WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR)
 .PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ run: $(STAMP) ## serve on http://127.0.0.1:3000 (embedded PostgreSQL unless DATA
 serve: $(STAMP)
 	$(PY) wsgi.py
 
-db-init: $(STAMP) ## apply sql/*.sql (idempotent)
+db-init: $(STAMP) ## apply the pending migrations of sql/ (each once; safe to repeat)
 	$(WITH_DB) $(PY) -m flask --app identity init-db
 
 deliver: $(STAMP) ## POST the change feed to WEBHOOK_URL, signed, until stopped (docs/feed.md)
@@ -51,7 +51,7 @@ test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a ser
 	fi
 	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
 
-audit: $(STAMP) ## check SPEC §6 invariants over the whole table; exit 1 listing offending rows
+audit: $(STAMP) ## check the invariants (§6 of docs/behaviour.md) over the whole table; exit 1 listing offenders
 	$(WITH_DB) $(PY) -m flask --app identity audit
 
 import: $(STAMP) ## import historical orders: make import FILE=orders.csv[.gz] [REJECTS=path] (docs/import.md)
@@ -64,7 +64,7 @@ import-file:
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
-bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~2 min)
+bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
 	$(PY) tests/bench.py
 
 profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
