@@ -82,6 +82,12 @@ class RetryTransaction(Exception):
     """Raised by a unit of work that must be rolled back and run again."""
 
 
+def connect_timeout_s(deadline_s: float) -> int:
+    """libpq's connect_timeout for a deadline: whole seconds, and at least 2 (it counts 1
+    as 2). The deliverer and the import connect with it too."""
+    return max(2, math.ceil(deadline_s))
+
+
 def safety_margin_s(deadline_s: float) -> float:
     """How long before the deadline the server-side timeouts end an attempt: a fifth of
     the deadline, between 0.1 and 1 s, for the database's answer to travel back."""
@@ -125,9 +131,9 @@ def connection_parameters(config) -> dict:
     return {
         "options": " ".join(f"-c {name}={value}" for name, value in settings.items()),
         "application_name": "identity",
-        # libpq's own bound on a connection attempt (it counts 1 as 2); the request stops
-        # waiting at its deadline, this frees the connecting thread.
-        "connect_timeout": max(2, math.ceil(deadline_s)),
+        # libpq's own bound on a connection attempt; the request stops waiting at its
+        # deadline, this frees the connecting thread.
+        "connect_timeout": connect_timeout_s(deadline_s),
         # A peer that vanished (a host down, a dropped network path) is noticed on an idle
         # pooled connection by keepalives, and on a busy one by tcp_user_timeout.
         "keepalives": 1,

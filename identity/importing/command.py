@@ -21,6 +21,7 @@ from flask.cli import with_appcontext
 
 from .. import repository as service_repository
 from ..blocklist import StoredBlocklist
+from ..db import connect_timeout_s
 from . import repository
 from .loader import BatchFailed, Loader
 from .orders import Order, OrderValidator
@@ -82,7 +83,7 @@ def run_import(file: str, rejects_path: str, batch_size: int) -> int:
 def _connect(config):
     conn = psycopg2.connect(
         config["DATABASE_URL"],
-        connect_timeout=max(2, math.ceil(config["REQUEST_DEADLINE_S"])),  # libpq: >= 2
+        connect_timeout=connect_timeout_s(config["REQUEST_DEADLINE_S"]),
         options=f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
         f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}",
         application_name="identity-import",

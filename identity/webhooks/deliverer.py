@@ -14,7 +14,6 @@ back, and /metrics shows its lag and failures growing.
 
 import json
 import logging
-import math
 import random
 import threading
 import time
@@ -23,6 +22,7 @@ from contextlib import closing
 import psycopg2
 
 from .. import feed, feed_repository
+from ..db import connect_timeout_s
 from ..schemas import FeedEvent
 from . import signing, transport
 from .config import WebhookConfig
@@ -64,7 +64,7 @@ class Deliverer:
     def _connect(self):
         conn = psycopg2.connect(
             self.database["DATABASE_URL"],
-            connect_timeout=max(2, math.ceil(self.database["REQUEST_DEADLINE_S"])),  # libpq: >= 2
+            connect_timeout=connect_timeout_s(self.database["REQUEST_DEADLINE_S"]),
             options=f"-c statement_timeout={self.database['STATEMENT_TIMEOUT_MS']}",
             application_name="identity-deliverer",
         )
