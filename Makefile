@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 
 # Without DATABASE_URL, commands run against the embedded PostgreSQL kept in PGDATA_DIR.
 PGDATA_DIR ?= .pgdata
-WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.embedded --data $(PGDATA_DIR) --)
+WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
 
 .PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
 

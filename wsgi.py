@@ -1,10 +1,10 @@
 """Entry points: `python wsgi.py` serves with WORKERS waitress processes (see
-identity/supervisor.py); WSGI servers import `app`."""
+identity/process/supervisor.py); WSGI servers import `app`."""
 
 import sys
 
 if __name__ == "__main__":
-    from identity.supervisor import main
+    from identity.process.supervisor import main
 
     sys.exit(main())
 

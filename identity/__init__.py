@@ -2,20 +2,20 @@
 
 from flask import Flask
 
-from . import access, config, console, db, errors, hubs, observability, openapi, repository
-from .audit import audit_command
-from .blocklist import Blocklist, StoredBlocklist
-from .importing.command import import_command
-from .metrics import Metrics
-from .migrations import init_db_command
-from .schemas import IdentifyRequest
-from .webhooks import deliver_command
+from identity.customers.blocklist import Blocklist, StoredBlocklist
+from identity.web.metrics import Metrics
+from identity.web.schemas import IdentifyRequest
+
+from . import commands, config
+from .customers import hubs, repository
+from .database import connections as db
+from .web import access, console, errors, observability, openapi
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment's settings, then apply test_config on top."""
     # No static_folder: the service serves no files of its own, and every route must
-    # declare its role (identity/access.py).
+    # declare its role (identity/web/access.py).
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(config.from_environment())
     if test_config:
@@ -33,16 +33,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["identity_blocklist"] = blocklist
     app.extensions["identity_request_schema"] = IdentifyRequest(blocklist)
 
-    db.init_app(app)
+    db.init_app(app, prepare_statements=repository.prepare_statements)
     errors.init_app(app)
     observability.init_app(app)
     access.init_app(app)
-    app.cli.add_command(audit_command)
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(deliver_command)
-    app.cli.add_command(import_command)
+    for command in commands.ALL:
+        app.cli.add_command(command)
 
-    from .api import ContactIdConverter, bp
+    from identity.web.api import ContactIdConverter, bp
 
     app.url_map.converters["contact_id"] = ContactIdConverter
     app.register_blueprint(bp)

@@ -59,12 +59,12 @@ def from_environment() -> dict:
         "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for"),
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 1),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
-        # default, recommended, or the path of a JSON list (see identity/blocklist.py)
+        # default, recommended, or the path of a JSON list (see identity/customers/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
         # Seconds between two reads of the stored blocklist (values support blocked).
         "BLOCKLIST_REFRESH_S": float(os.environ.get("BLOCKLIST_REFRESH_S", 1)),
         "SCHEMA_DIR": PROJECT_ROOT / "sql",
-        # Bearer tokens per role (see identity/access.py); none means loopback clients only.
+        # Bearer tokens per role (see identity/web/access.py); none means loopback clients only.
         "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),
         "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
         "FEED_TOKENS": _tokens("FEED_TOKENS"),
@@ -73,7 +73,7 @@ def from_environment() -> dict:
         # hides HTTPS from us.
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "true",
-        # The hub alarm (identity/hubs.py): more partners than this make a suspected hub;
+        # The hub alarm (identity/customers/hubs.py): more partners than this make a suspected hub;
         # alert records it, block also puts it on the stored blocklist.
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
         "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),

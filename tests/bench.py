@@ -29,8 +29,8 @@ import psycopg2
 from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
 
 from identity.config import default_workers
-from identity.migrations import migrate
-from identity.embedded import EmbeddedPostgres, find_bin_dir
+from identity.database.migrations import migrate
+from identity.dev.embedded import EmbeddedPostgres, find_bin_dir
 
 PRELOAD_CHECKOUTS = 10_000
 CUSTOMERS = 4_000
@@ -241,7 +241,7 @@ INSERT INTO contact (email, phoneNumber, linkPrecedence) VALUES ('pgbench' || :k
 
 
 def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers: int) -> float:
-    from identity.repository import RESOLVE_CUSTOMER
+    from identity.customers.repository import RESOLVE_CUSTOMER
 
     resolve = " ".join(
         RESOLVE_CUSTOMER.replace("$1", "'c' || :k || '.0@shop.test'")

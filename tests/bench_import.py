@@ -29,11 +29,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
-from bench import Workload, _fill, _requests, _service, drive  # also puts the project on sys.path
+from bench import (  # also puts the project on sys.path
+    Workload,
+    _fill,
+    _requests,
+    _service,
+    drive,
+)
 from servers import PROJECT_ROOT
 
-from identity.db import apply_schema
-from identity.embedded import EmbeddedPostgres
+from identity.database.connections import apply_schema
+from identity.dev.embedded import EmbeddedPostgres
 
 START = datetime(2020, 1, 1, tzinfo=timezone.utc)
 

@@ -9,14 +9,14 @@ import time
 
 import psycopg2
 import pytest
+from servers import ServerProcess
 
 from identity import create_app
-from identity.access import SETTINGS
 from identity.config import PROJECT_ROOT
-from identity.db import close_pool
-from identity.migrations import migrate
-from identity.embedded import EmbeddedPostgres
-from servers import ServerProcess
+from identity.database.connections import close_pool
+from identity.database.migrations import migrate
+from identity.dev.embedded import EmbeddedPostgres
+from identity.web.access import SETTINGS
 
 TOKEN_SETTINGS = tuple(SETTINGS.values())
 

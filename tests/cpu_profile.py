@@ -21,15 +21,15 @@ import time
 import bench  # puts the project on sys.path
 from servers import PROJECT_ROOT
 
-from identity.db import apply_schema
-from identity.embedded import EmbeddedPostgres
+from identity.database.connections import apply_schema
+from identity.dev.embedded import EmbeddedPostgres
 
 PY_SPY = PROJECT_ROOT / ".venv" / "bin" / "py-spy"
 # (part of a frame's file name, part of the service); the first match from the deepest
 # frame outwards names the sample's part.
 PARTS = [
     ("psycopg2", "database driver (psycopg2)"),
-    ("identity/repository.py", "database driver (psycopg2)"),
+    ("identity/customers/repository.py", "database driver (psycopg2)"),
     ("pythonjsonlogger", "access log"),
     ("/logging/", "access log"),
     ("prometheus_client", "metrics"),

@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from abuse import Trickle, WellBehavedClient, allow_open_files
 from servers import PROJECT_ROOT, ServerProcess, answer_from_every_worker
-from identity.embedded import free_port
+
+from identity.dev.embedded import free_port
 
 SHIPPED_CONFIG = PROJECT_ROOT / "deploy" / "nginx" / "identity.conf"
 TRICKLING_CONNECTIONS = 5000
@@ -43,8 +43,8 @@ ANSWER_BOUND_S = 2
 # end inside the namespace. Nothing else is ever sent to.
 HOST_END, CLIENT_END, PREFIX = "10.213.77.1", "10.213.77.2", 30
 # Access control (a 401 for a non-loopback client on a support route while no tokens are
-# configured) lives in identity/access.py; until it is merged, the route answers 404.
-ACCESS_CONTROL = importlib.util.find_spec("identity.access") is not None
+# configured) lives in identity/web/access.py; until it is merged, the route answers 404.
+ACCESS_CONTROL = importlib.util.find_spec("identity.web.access") is not None
 
 MAIN_CONFIG = """
 daemon off;

@@ -15,7 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from identity.config import default_workers  # noqa: E402
-from identity.embedded import free_port  # noqa: E402
+from identity.dev.embedded import free_port  # noqa: E402
 
 START_TIMEOUT_S = 30
 _PR_SET_PDEATHSIG = 1

@@ -18,16 +18,20 @@ import subprocess
 import sys
 
 import pytest
+from conftest import identify, rows
 from flask import Blueprint, redirect, session
 from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
+from servers import ServerProcess
 from werkzeug.test import EnvironBuilder
 
-from conftest import identify, rows
-from identity import access, create_app
-from identity.db import close_pool
-from identity.server import json_formatter
-from servers import ServerProcess
+from identity import create_app
+from identity.database.connections import close_pool
+from identity.process.logs import json_formatter
+from identity.web import access
 
 # Two tokens per role, as during a rotation; random, so that a log can be searched for them.
 TOKENS = {role: [secrets.token_urlsafe(24), secrets.token_urlsafe(24)] for role in access.ROLES}
@@ -426,7 +430,7 @@ def test_the_access_log_names_role_and_token_id_never_the_token(apps, db, caplog
     lines = [
         json.loads(json_formatter().format(record))
         for record in caplog.records
-        if record.name == "identity.access"
+        if record.name == "identity.web.access"
     ]
     fields = ("status", "role", "token_id", "access_denied")
     assert [tuple(line[name] for name in fields) for line in lines] == [
@@ -468,7 +472,7 @@ def test_metrics_count_refusals_by_route_and_reason_without_tokens(database_url,
 def test_a_warning_at_start_for_every_role_left_to_loopback_on_a_public_address(
     database_url, caplog, host, tokens, warned
 ):
-    caplog.set_level(logging.INFO, logger="identity.access")
+    caplog.set_level(logging.INFO, logger="identity.web.access")
     access.log_configuration(make_app(database_url, tokens, HOST=host).config)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [message.split()[1] for message in warnings] == warned

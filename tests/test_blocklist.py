@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
 from conftest import rows
+
 from identity import create_app
-from identity.db import close_pool
+from identity.database.connections import close_pool
 
 
 def post(client, body):

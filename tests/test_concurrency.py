@@ -17,10 +17,10 @@ import urllib.request
 from itertools import cycle
 
 import pytest
-
 from conftest import replay_links, rows
 from servers import post_identify
-from identity.audit import find_violations
+
+from identity.customers.audit import find_violations
 
 THREADS = 16
 ROUNDS = 5

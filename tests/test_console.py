@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import identify, rows
+
 from identity import create_app
-from identity.console import CONTENT_SECURITY_POLICY
-from identity.console.graph import NODE_RADIUS, layout
-from identity.db import close_pool
-from identity.repository import ContactRow
+from identity.customers.model import ContactRow
+from identity.database.connections import close_pool
+from identity.web.console import CONTENT_SECURITY_POLICY
+from identity.web.console.graph import NODE_RADIUS, layout
 
 SUPPORT_TOKEN = "support-token-for-tests"
 CHECKOUT_TOKEN = "checkout-token-for-tests"

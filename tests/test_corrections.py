@@ -10,10 +10,10 @@ import urllib.request
 
 import psycopg2
 import pytest
-
 from conftest import identify, replay_links, rows, wait_for
 from servers import ServerProcess
-from identity.audit import find_violations
+
+from identity.customers.audit import find_violations
 
 
 def detach(client, contact_id, body):

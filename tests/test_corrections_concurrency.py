@@ -9,7 +9,8 @@ import threading
 from itertools import cycle
 
 from conftest import replay_links, rows
-from identity.audit import find_orphans, find_violations
+
+from identity.customers.audit import find_orphans, find_violations
 
 ROUNDS = 5
 ALLOWED = {"identify": {200}, "detach": {200, 404, 409}, "erase": {200, 404}}

@@ -16,16 +16,16 @@ import time
 
 import psycopg2
 import pytest
-
 from conftest import identify, wait_for
+from servers import ServerProcess
+
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.db import close_pool, get_db, pool_of
-from identity.embedded import EmbeddedPostgres
-from identity.metrics import Metrics
-from identity.migrations import migrate
-from identity.pool import Pool, ServiceConnection
-from servers import ServerProcess
+from identity.database.connections import close_pool, get_db, pool_of
+from identity.database.migrations import migrate
+from identity.database.pool import Pool, ServiceConnection
+from identity.dev.embedded import EmbeddedPostgres
+from identity.web.metrics import Metrics
 
 DEADLINE_S = 1
 SLACK_S = 2
@@ -147,7 +147,7 @@ def test_a_row_lock_held_elsewhere_is_a_503_lock_timeout_within_the_deadline(
         cur.execute("BEGIN")
         cur.execute("SELECT id FROM contact WHERE id = 1 FOR UPDATE")
     try:
-        with caplog.at_level(logging.WARNING, logger="identity.errors"):
+        with caplog.at_level(logging.WARNING, logger="identity.web.errors"):
             body = {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"}
             answer = timed(lambda: client.post("/identify", json=body))
         assert_503(*answer, "lock_timeout", deadline_s)

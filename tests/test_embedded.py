@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from identity import embedded
-from identity.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from identity.dev import embedded
+from identity.dev.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 ROOT = os.geteuid() == 0
 

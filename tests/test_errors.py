@@ -1,8 +1,8 @@
 """SPEC §4 validation and §7 errors: the right status, one JSON shape, and no row written."""
 
 import pytest
-
 from conftest import rows
+
 from identity import create_app
 
 

@@ -11,14 +11,17 @@ from datetime import datetime, timezone
 
 import psycopg2
 import pytest
+from conftest import identify, wait_for
 from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
+from servers import post_identify
 from werkzeug.test import EnvironBuilder
 
-from conftest import identify, wait_for
-from identity import feed
-from identity.feed_repository import FEED_SOURCE_KINDS, READ_EVENTS, EventRow
-from servers import post_identify
+from identity.feed import events as feed
+from identity.feed.repository import FEED_SOURCE_KINDS, READ_EVENTS, EventRow
 
 PERSONAL_KEYS = {"email", "phoneNumber", "emails", "phoneNumbers"}
 

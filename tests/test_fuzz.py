@@ -2,10 +2,9 @@
 
 import json
 
+from conftest import rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import rows
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

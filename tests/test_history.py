@@ -5,9 +5,9 @@ import random
 
 import psycopg2
 import pytest
-
 from conftest import identify, replay_links, rows
-from identity import lookups, reconcile, repository
+
+from identity.customers import lookups, reconcile, repository
 
 
 def history(client, contact_id):

@@ -9,15 +9,19 @@ from datetime import datetime, timezone
 from itertools import cycle
 
 import pytest
+from conftest import identify
 from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
+from servers import ServerProcess, post_identify
 from werkzeug.test import EnvironBuilder
 
-from conftest import identify
-from identity import create_app, hubs
-from identity.db import close_pool
-from identity.repository import ContactRow
-from servers import ServerProcess, post_identify
+from identity import create_app
+from identity.customers import hubs
+from identity.customers.model import ContactRow
+from identity.database.connections import close_pool
 
 PHONE = "5550100"
 EMAIL = "frontdesk@shop.test"

@@ -1,7 +1,6 @@
 """SPEC §3 and §5: the answers and the rows of POST /identify, worked examples included."""
 
 import pytest
-
 from conftest import identify, rows
 
 

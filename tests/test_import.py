@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
-
 from conftest import identify, replay_links, rows, wait_for
+
 from identity import create_app
-from identity.audit import find_violations
 from identity.config import PROJECT_ROOT
+from identity.customers.audit import find_violations
 
 T0 = datetime(2019, 3, 1, 12, 0, tzinfo=timezone.utc)
 

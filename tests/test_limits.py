@@ -15,7 +15,6 @@ import socket
 import time
 
 import pytest
-
 from abuse import Trickle, WellBehavedClient
 from servers import ServerProcess, answer_from_every_worker
 

@@ -6,9 +6,9 @@ import threading
 
 import psycopg2
 import pytest
-
 from conftest import wait_for
-from identity import repository
+
+from identity.customers import repository
 
 # After an import of older orders, ids and creation order disagree: row 3 is the oldest.
 # Row 1 was a primary until a merge (committed) made it a secondary of row 2.

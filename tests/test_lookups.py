@@ -2,7 +2,6 @@
 row ever written or changed."""
 
 import pytest
-
 from conftest import identify, rows
 
 

@@ -10,8 +10,8 @@ from psycopg2.extensions import make_dsn
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.db import close_pool
-from identity.migrations import MigrationError, discover, migrate
+from identity.database.connections import close_pool
+from identity.database.migrations import MigrationError, discover, migrate
 
 SCHEMA_DIR = PROJECT_ROOT / "sql"
 # What `make db-init` applied before the ledger existed: these two files, every time.

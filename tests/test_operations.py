@@ -7,15 +7,18 @@ import threading
 
 import psycopg2
 import pytest
+from conftest import wait_for
 from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
 from psycopg2.extensions import make_dsn
 from werkzeug.test import EnvironBuilder
 
-from conftest import wait_for
 from identity import create_app
-from identity.db import close_pool
-from identity.server import json_formatter
+from identity.database.connections import close_pool
+from identity.process.logs import json_formatter
 
 
 def test_healthz_answers_without_a_database():
@@ -82,7 +85,7 @@ def test_request_id_is_echoed_or_generated(client, sent, echoed):
 
 
 def test_one_json_access_log_line_per_request_without_personal_data(client, caplog):
-    caplog.set_level(logging.DEBUG, logger="identity.access")
+    caplog.set_level(logging.DEBUG, logger="identity.web.access")
     client.post(
         "/identify",
         json={"email": "Secret.Person@x.io", "phoneNumber": "+44 7700 900123"},

@@ -3,9 +3,9 @@ values, with the oldest live row as primary; reads show them so, and the next wr
 touches them stores it, leaving §6 true."""
 
 import pytest
-
 from conftest import identify, replay_links, rows
-from identity.audit import find_orphans, find_violations
+
+from identity.customers.audit import find_orphans, find_violations
 
 
 @pytest.fixture

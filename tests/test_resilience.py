@@ -13,13 +13,13 @@ import time
 
 import psycopg2
 import pytest
-
 from conftest import wait_for
 from servers import ServerProcess, post_identify
-from identity.audit import find_violations
+
 from identity.config import PROJECT_ROOT
-from identity.migrations import migrate
-from identity.embedded import EmbeddedPostgres
+from identity.customers.audit import find_violations
+from identity.database.migrations import migrate
+from identity.dev.embedded import EmbeddedPostgres
 
 DEADLINE_S = 30
 

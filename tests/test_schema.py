@@ -2,14 +2,14 @@
 
 import psycopg2
 import pytest
-
 from conftest import identify, rows
-from identity.db import get_db
-from identity.repository import (
+
+from identity.customers.repository import (
     EXECUTE_RESOLVE_CUSTOMER,
     SELECT_INSERTED_CONTACT,
     prepare_statements,
 )
+from identity.database.connections import get_db
 
 
 def test_columns_are_the_specified_ones(db):

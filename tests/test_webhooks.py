@@ -16,12 +16,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import identify, wait_for
-from identity.feed_repository import FEED_SOURCE_KINDS
-from identity.webhooks.deliverer import backoff_s
+from prometheus_client.parser import text_string_to_metric_families
 from servers import PROJECT_ROOT
+
+from identity.feed.repository import FEED_SOURCE_KINDS
+from identity.feed.webhooks.deliverer import backoff_s
 
 SECRET = "test-secret-not-for-production"
 # The deliverer's answer timeout in these tests; a stalling receiver outwaits it.

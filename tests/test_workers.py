@@ -16,7 +16,6 @@ import threading
 
 import psycopg2
 import pytest
-
 from conftest import wait_for
 from servers import ServerProcess, answer_from_every_worker, post_identify
 

@@ -2,7 +2,6 @@
 each: four processes writing to one database, with connections spread over them."""
 
 import pytest
-
 from servers import ServerProcess
 from test_concurrency import test_concurrent_checkouts_keep_every_invariant  # noqa: F401
 

@@ -16,8 +16,8 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))
 
 from servers import ServerProcess  # noqa: E402
 
-from identity.migrations import migrate  # noqa: E402
-from identity.embedded import EmbeddedPostgres  # noqa: E402
+from identity.database.migrations import migrate  # noqa: E402
+from identity.dev.embedded import EmbeddedPostgres  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -5,11 +5,10 @@ Every page is saved as a screenshot in .screenshots/ for a person to look at."""
 import http.client
 
 import pytest
+from conftest import SCREENSHOTS, SUPPORT_TOKEN
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
-
-from conftest import SCREENSHOTS, SUPPORT_TOKEN
 from servers import post_identify
 
 # A story with a merge: rows 1-2 share a phone, rows 3-4 another; the fifth checkout joins

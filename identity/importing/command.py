@@ -16,12 +16,11 @@ from typing import Iterator
 
 import click
 import psycopg2
-from flask import current_app
-from flask.cli import with_appcontext
 
-from .. import repository as service_repository
-from ..blocklist import StoredBlocklist
-from ..db import connect_timeout_s
+from identity.customers import repository as service_repository
+from identity.customers.blocklist import StoredBlocklist
+from identity.database.connections import connect_timeout_s
+
 from . import repository
 from .loader import BatchFailed, Loader
 from .orders import Order, OrderValidator
@@ -37,34 +36,16 @@ def default_rejects_path(file: str) -> str:
     return "stdin.rejects.ndjson" if file == "-" else f"{file}.rejects.ndjson"
 
 
-@click.command("import")
-@click.argument("file")
-@click.option(
-    "--rejects",
-    "rejects_path",
-    help="where to list rejected orders (NDJSON); default FILE.rejects.ndjson, "
-    "or stdin.rejects.ndjson for -",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 2000),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="orders per transaction",
-)
-@with_appcontext
-def import_command(file: str, rejects_path: str | None, batch_size: int) -> None:
-    """Import historical orders from FILE (CSV or NDJSON, .gz too; - reads standard input)."""
-    sys.exit(run_import(file, rejects_path or default_rejects_path(file), batch_size))
+def run_import(settings, configured_blocklist, file: str, rejects_path: str, batch_size: int) -> int:
+    """Import FILE; settings are the app's (DATABASE_URL, timeouts, RETRY_BUDGET).
 
-
-def run_import(file: str, rejects_path: str, batch_size: int) -> int:
+    Returns the exit status: EXIT_IMPORTED, EXIT_REJECTED or EXIT_FAILED."""
     try:
         source = Source(file)
     except UnreadableInput as error:
         return _fail(str(error))
     try:
-        conn = _connect(current_app.config)
+        conn = _connect(settings)
     except psycopg2.Error as error:
         source.close()
         if isinstance(error, psycopg2.errors.UndefinedTable):
@@ -72,7 +53,9 @@ def run_import(file: str, rejects_path: str, batch_size: int) -> int:
         return _fail("cannot reach the database (DATABASE_URL)")
     try:
         with open(rejects_path, "w", encoding="utf-8") as rejects:
-            return _Import(conn, source, rejects, rejects_path, batch_size).run()
+            return _Import(
+                conn, source, rejects, rejects_path, batch_size, settings, configured_blocklist
+            ).run()
     except OSError as error:
         return _fail(f"cannot write the rejects file {rejects_path}: {error.strerror}")
     finally:
@@ -120,20 +103,22 @@ class _Chunk:
 
 
 class _Import:
-    def __init__(self, conn, source: Source, rejects, rejects_path: str, batch_size: int):
+    def __init__(
+        self, conn, source: Source, rejects, rejects_path: str, batch_size: int, settings, configured
+    ):
         self.source, self.rejects, self.rejects_path = source, rejects, rejects_path
         self.batch_size = batch_size
         # The configured list and the values support has blocked, read once: the import
         # runs outside any request, on its own connection.
         stored = service_repository.blocked_values(conn)
         blocklist = StoredBlocklist(
-            current_app.extensions["identity_blocklist"].configured,
+            configured,
             load=lambda: stored,
             refresh_s=math.inf,
         )
         self.validator = OrderValidator(blocklist, default_time=datetime.now(timezone.utc))
         self.loader = Loader(
-            conn, f"import-{uuid.uuid4().hex[:12]}", current_app.config["RETRY_BUDGET"]
+            conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )
         self.tally = Tally()
         self.newest_imported: datetime | None = None

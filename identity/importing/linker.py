@@ -2,7 +2,7 @@
 
 Start from what the database holds for the batch's values (their owners: the primary of
 the customer holding each value, and its createdAt), then take the orders oldest first,
-each as POST /identify would (identity.reconcile's rules):
+each as POST /identify would (identity.customers.reconcile's rules):
 
 - its customers C are the owners of its values, after the merges of earlier orders
   (a union-find whose roots are the current primaries);
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from ..linking import creation_order
-from ..reconcile import Outcome, brings_new_value, outcome_of
+from identity.customers.linking import creation_order
+from identity.customers.reconcile import Outcome, brings_new_value, outcome_of
+
 from .orders import Order
 
 # New rows get provisional ids above any real one, in creation order, so creation_order()

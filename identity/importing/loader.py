@@ -1,6 +1,6 @@
 """One batch of orders = one transaction, with the locks /identify takes.
 
-The protocol is /identify's (identity.reconcile), for many values at once:
+The protocol is /identify's (identity.customers.reconcile), for many values at once:
 
 1. BEGIN, lock every value of the batch (in /identify's key order), read the values'
    owners (the primaries of the customers holding them) and link the batch in memory.

@@ -1,4 +1,4 @@
-"""SPEC §4 on each order, with the service's own rules (identity.schemas), and createdAt.
+"""SPEC §4 on each order, with the service's own rules (identity/customers/normalise.py), and createdAt.
 
 The rules are the functions the request schema calls; their results are remembered per
 raw value (bounded caches), since a shop's orders repeat the same e-mails and phone
@@ -12,14 +12,16 @@ from functools import lru_cache
 
 from marshmallow import ValidationError
 
-from ..errors import blocked_values_detail, validation_error_detail
-from ..schemas import (
+from identity.customers.normalise import (
     AllValuesBlocked,
     Blocked,
+    blocked_values_detail,
     check_identifiers,
     normalise_email,
     normalise_phone_number,
+    validation_error_detail,
 )
+
 from .reader import RawOrder, Reject
 
 # Distinct raw values remembered per kind: bounds the memory of the caches.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ..reconcile import Outcome
+from identity.customers.reconcile import Outcome
 
 PLAIN_EVERY_S = 10
 

@@ -1,6 +1,6 @@
 """The import's SQL, named and commented; the connection (or cursor) comes first.
 
-The locks are /identify's own statements (identity.repository.LOCK_VALUE_KEYS and
+The locks are /identify's own statements (identity.customers.repository.LOCK_VALUE_KEYS and
 LOCK_ROOTS) with the lock keys built by its own function, so a batch and a checkout
 that touch the same value or customer always wait for each other.
 """
@@ -8,7 +8,8 @@ that touch the same value or customer always wait for each other.
 import io
 from datetime import datetime
 
-from .. import repository as service
+from identity.customers import repository as service
+
 from .linker import Owner
 
 # The owners of the batch's values: for every e-mail and phone number that a live row

@@ -1,0 +1,120 @@
+"""SPEC §4: the one copy of the normalisation rules, for requests (web/schemas.py) and
+for the bulk import alike, and the words both use when a value fails them."""
+
+import re
+from dataclasses import dataclass
+
+import email_validator
+from marshmallow import ValidationError
+
+from .blocklist import Blocklist
+
+MAX_EMAIL_LENGTH = 254
+# SPEC §4 validates syntax only: example.com, .test, .local and the other special-use
+# names are addresses like any other here. The library's documented way to allow them
+# is to take them off this list.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
+# What remains of a phone number once its separators are gone: 1 to 15 digits, with an
+# optional leading +. [0-9], not \d: \d also matches digits of other scripts.
+_PHONE_DIGITS = re.compile(r"\+?[0-9]{1,15}")
+# Separators people type between digits: space, no-break space (U+00A0) and narrow
+# no-break space (U+202F); hyphen-minus, hyphen (U+2010), non-breaking hyphen (U+2011),
+# figure dash (U+2012), en dash (U+2013) and minus sign (U+2212); dots; parentheses.
+_PHONE_SEPARATORS = re.compile(r"[ \u00a0\u202f\-\u2010-\u2013\u2212.()]")
+# Loaded attribute name -> the request field's name, for messages and `ignored`.
+FIELD_NAMES = {"email": "email", "phone_number": "phoneNumber"}
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A value on the junk-value blocklist: treated as absent."""
+
+    value: str
+
+
+class AllValuesBlocked(Exception):
+    """Every identifier the request carried is on the blocklist (HTTP 400)."""
+
+    def __init__(self, fields_: list[str]):
+        super().__init__("blocked")
+        self.fields = fields_
+
+
+def normalise_email(value, blocklist: Blocklist) -> str | Blocked | None:
+    """SPEC §4 for an e-mail: trimmed, lower-cased, valid; blank means absent.
+
+    The one copy of the rule: the request schema and the bulk import both call it."""
+    if not isinstance(value, str):
+        raise ValidationError("must be a string or null")
+    email = value.strip().lower()
+    if not email:
+        return None
+    if blocklist.blocks_email(email):  # placeholders such as "n/a", as typed
+        return Blocked(email)
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValidationError(f"must be at most {MAX_EMAIL_LENGTH} characters")
+    email = _normalised_email(email)
+    return Blocked(email) if blocklist.blocks_email(email) else email
+
+
+def _normalised_email(email: str) -> str:
+    """Syntax check and normalisation by email-validator, which also refuses what must
+    never be inside an address: white space of any kind, control and invisible format
+    characters, unpaired surrogates, private-use and unassigned code points."""
+    try:
+        address = email_validator.validate_email(email, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        # The library's message may quote the address: ours never does.
+        raise ValidationError("is not a valid e-mail address") from None
+    return address.normalized.lower()
+
+
+def normalise_phone_number(value, blocklist: Blocklist) -> str | Blocked | None:
+    """SPEC §4 for a phone number: a string or a non-negative integer, separators removed;
+    blank means absent. The one copy of the rule (see normalise_email)."""
+    # bool is a subclass of int: true must not become the phone number "1".
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValidationError("must not be negative")
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValidationError("must be a string, an integer or null")
+    if not value.strip():
+        return None
+    phone_number = _PHONE_SEPARATORS.sub("", value.strip())
+    well_formed = _PHONE_DIGITS.fullmatch(phone_number) is not None
+    if blocklist.blocks_phone_number(value, phone_number if well_formed else None):
+        return Blocked(phone_number)
+    if not well_formed:
+        raise ValidationError(
+            "must be 1 to 15 digits, optionally after a leading +, "
+            "with only spaces, hyphens, dashes, dots and parentheses between them"
+        )
+    return phone_number
+
+
+def check_identifiers(values: dict) -> None:
+    """SPEC §4 across fields: at least one identifier, and not every one of them blocked.
+
+    values maps the loaded attribute names (email, phone_number) to normalised values."""
+    present = {name: value for name, value in values.items() if value is not None}
+    if not present:
+        raise ValidationError("at least one of email and phoneNumber is required")
+    if all(isinstance(value, Blocked) for value in present.values()):
+        raise AllValuesBlocked(sorted(FIELD_NAMES[name] for name in present))
+
+
+def validation_error_detail(error: ValidationError) -> tuple[str, str, dict | None]:
+    """The code, message and fields of a request that fails SPEC §4 (also the import's
+    rejects, so both say the same)."""
+    messages = error.normalized_messages()
+    schema_messages = messages.pop("_schema", [])
+    if messages:
+        summary = "; ".join(f"{name} {' '.join(text)}" for name, text in messages.items())
+        return "invalid_field", summary, messages
+    return "missing_identifier", " ".join(schema_messages), None
+
+
+def blocked_values_detail(error: AllValuesBlocked) -> tuple[str, str, None]:
+    message = "every value given is on the junk-value blocklist: " + ", ".join(error.fields)
+    return "blocked_values", message, None

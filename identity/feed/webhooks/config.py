@@ -1,0 +1,62 @@
+"""The deliverer's settings, from the environment, with their defaults."""
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from identity.feed import events as feed
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it, never its value."""
+
+
+def _number(environ, name: str, default, kind=float, low=0.0, high=float("inf")):
+    text = environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if not low < value <= high:
+        bound = "" if high == float("inf") else f" and at most {high}"
+        raise ConfigError(f"{name} must be greater than {low}{bound}")
+    return value
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    secret: bytes
+    subscriber: str
+    batch_size: int
+    timeout_s: float
+    # Retries wait base * 2^attempt seconds, at most max, half of it random (jitter).
+    backoff_base_s: float
+    backoff_max_s: float
+    # How often an idle deliverer, or one waiting for the subscriber's lock, looks again.
+    poll_interval_s: float
+
+    @classmethod
+    def from_environment(cls, environ=os.environ) -> "WebhookConfig":
+        url = environ.get("WEBHOOK_URL", "")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("WEBHOOK_URL must be an http:// or https:// URL")
+        secret = environ.get("WEBHOOK_SECRET", "")
+        if not secret:
+            raise ConfigError("WEBHOOK_SECRET must be set")
+        subscriber = environ.get("WEBHOOK_SUBSCRIBER", "default")
+        if not subscriber:
+            raise ConfigError("WEBHOOK_SUBSCRIBER must not be empty")
+        return cls(
+            url=url,
+            secret=secret.encode(),
+            subscriber=subscriber,
+            batch_size=_number(environ, "WEBHOOK_BATCH_SIZE", 100, int, 0, feed.MAX_LIMIT),
+            timeout_s=_number(environ, "WEBHOOK_TIMEOUT_S", 10.0),
+            backoff_base_s=_number(environ, "WEBHOOK_BACKOFF_BASE_S", 0.5),
+            backoff_max_s=_number(environ, "WEBHOOK_BACKOFF_MAX_S", 60.0),
+            poll_interval_s=_number(environ, "WEBHOOK_POLL_S", 0.5),
+        )

@@ -1,0 +1,290 @@
+"""One worker process: waitress on the listening socket its supervisor hands over.
+
+Limits hold against slow and hostile clients: waitress reads every request whole in its
+event loop before a thread sees it, so a client that trickles bytes holds a socket, never
+a thread; it may hold it for REQUEST_TIMEOUT_S at most (IDLE_TIMEOUT_S between requests),
+and every worker holds at most CONNECTION_LIMIT sockets. Errors that waitress answers
+itself (header or body too large, a malformed request) get the service's JSON error body.
+
+On SIGTERM the worker stops accepting connections, answers 503 to any new request on a
+connection that is already open, lets the requests in flight finish and their answers
+go out, then stops its threads and closes the connection pool.
+"""
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from flask import Flask
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+
+from identity.database.connections import close_pool
+
+from .logs import configure_logging
+
+DRAIN_TIMEOUT_S = 30
+_ACCEPT_BATCH = 256
+# The supervisor passes the listening socket's file descriptor in this variable.
+LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
+logger = logging.getLogger(__name__)
+client_log = logging.getLogger("identity.client")
+
+# Our codes for the errors waitress answers before the app runs.
+_WAITRESS_ERRORS = {
+    400: ("bad_request", "the request could not be understood"),
+    413: ("payload_too_large", "the request body is too large"),
+    431: ("header_too_large", "the request header is too large"),
+    501: ("not_implemented", "this transfer encoding is not supported"),
+}
+
+
+class _AnswersInFlight:
+    """WSGI middleware: counts requests until waitress has taken their whole answer.
+
+    waitress closes the answer's iterable once it has written all of it to the
+    connection's send buffer; Flask's own bookkeeping ends earlier, when the view
+    returns, before a byte is written."""
+
+    def __init__(self, app):
+        self.app, self.count, self._lock = app, 0, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            self.count += 1
+        try:
+            answer = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return _ClosingIterable(answer, self._done)
+
+    def _done(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+class _ClosingIterable:
+    def __init__(self, answer, on_close):
+        self.answer, self.on_close = answer, on_close
+
+    def __iter__(self):
+        return iter(self.answer)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.answer, "close"):
+                self.answer.close()
+        finally:
+            self.on_close()
+
+
+class _DrainingTask(WSGITask):
+    """Once the drain has begun, every answer closes its connection (Connection: close):
+    keep-alive clients reconnect, to another server, instead of sending their next
+    request down a connection that is about to close. (A WSGI application may not set
+    that hop-by-hop header itself.)"""
+
+    def build_response_header(self):
+        if self.channel.server.draining:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
+
+def waitress_settings(config) -> dict:
+    """Waitress's adjustments from the service's settings."""
+    settings = {
+        "threads": config["THREADS"],
+        "ident": "identity",
+        "connection_limit": config["CONNECTION_LIMIT"],
+        "channel_timeout": config["IDLE_TIMEOUT_S"],
+        # Idle and slow connections are looked for every second: a pass over every
+        # connection, about 1 ms for 4,000 of them.
+        "cleanup_interval": 1,
+        "max_request_header_size": config["MAX_HEADER_BYTES"],
+        # Waitress refuses a body of max_request_body_size bytes; MAX_BODY_BYTES is allowed.
+        "max_request_body_size": config["MAX_CONTENT_LENGTH"] + 1,
+        "backlog": config["LISTEN_BACKLOG"],
+        # poll() instead of select(): select fails beyond 1,024 file descriptors.
+        "asyncore_use_poll": True,
+        # Without a trusted proxy the app reads no X-Forwarded-* header (the client address
+        # is the socket's), so waitress need not strip them at every request.
+        "clear_untrusted_proxy_headers": False,
+    }
+    if config["TRUSTED_PROXY"]:
+        # Only this proxy's X-Forwarded-For counts; any other X-Forwarded-* is removed.
+        settings["clear_untrusted_proxy_headers"] = True
+        settings["trusted_proxy"] = config["TRUSTED_PROXY"]
+        settings["trusted_proxy_headers"] = config["TRUSTED_PROXY_HEADERS"]
+        settings["trusted_proxy_count"] = config["TRUSTED_PROXY_COUNT"]
+    return settings
+
+
+class _JsonErrorTask(ErrorTask):
+    """Waitress's own error answers (400, 413, 431, 501) in the service's JSON shape."""
+
+    def execute(self):
+        error = self.request.error
+        code, message = _WAITRESS_ERRORS.get(error.code, ("http_error", error.reason.lower()))
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    """A client connection that remembers when its current request began to arrive."""
+
+    task_class = _DrainingTask
+    error_task_class = _JsonErrorTask
+    request_began = 0.0
+
+    def received(self, data):
+        if self.request is None:  # these bytes start a new request
+            self.request_began = time.time()
+        return super().received(data)
+
+    def writable(self):
+        # While a thread serves this connection's request, it sends the answer itself and
+        # wakes the loop when it could not send everything (and at its end). Asking poll()
+        # for writability meanwhile made the loop spin whenever it saw the answer half
+        # written: 17 idle turns per request at concurrency 16, a pass over every
+        # connection each. A buffer over the high-water mark still needs the loop's help.
+        if (
+            self.requests
+            and self.total_outbufs_len <= self.adj.outbuf_high_watermark
+            and not (self.will_close or self.close_when_flushed)
+        ):
+            return False
+        return super().writable()
+
+
+class _Server(TcpWSGIServer):
+    """Waitress's server, which also closes connections whose request arrives too slowly
+    and accepts every waiting connection at once."""
+
+    channel_class = _Channel
+    request_timeout_s = 15
+    draining = False  # set on SIGTERM: answers close their connections from then on
+
+    def handle_accept(self):
+        # Waitress accepts one connection per turn of its loop, and each turn looks at
+        # every open connection: a burst of N connections took time quadratic in N
+        # (measured: 4,000 at once kept a new client waiting over 10 s).
+        for _ in range(_ACCEPT_BATCH):
+            if len(self._map) >= self.adj.connection_limit:
+                return
+            open_before = len(self._map)
+            super().handle_accept()
+            if len(self._map) == open_before:  # nothing left to accept
+                return
+
+    def maintenance(self, now):
+        super().maintenance(now)  # closes connections idle for longer than channel_timeout
+        cutoff = now - self.request_timeout_s
+        for channel in list(self.active_channels.values()):
+            if channel.request is not None and channel.request_began < cutoff:
+                channel.will_close = True
+
+
+def _log_client_addresses(app: Flask) -> None:
+    """At DEBUG, log the client address waitress hands the app (after any trusted proxy)."""
+    wsgi_app = app.wsgi_app
+
+    def logged(environ, start_response):
+        client_log.debug(
+            "client",
+            extra={"remote_addr": environ.get("REMOTE_ADDR"), "path": environ.get("PATH_INFO")},
+        )
+        return wsgi_app(environ, start_response)
+
+    app.wsgi_app = logged
+
+
+def create_server(app: Flask, sock: socket.socket) -> _Server:
+    answers = _AnswersInFlight(app)
+    adjustments = Adjustments(sockets=[sock], **waitress_settings(app.config))
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adjustments.threads)
+    server = _Server(
+        answers,
+        map={},
+        _sock=sock,
+        dispatcher=dispatcher,
+        adj=adjustments,
+        bind_socket=False,
+        sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+    )
+    server.request_timeout_s = app.config["REQUEST_TIMEOUT_S"]
+    server.answers = answers  # what the drain waits for
+    return server
+
+
+
+def _output_pending(server) -> bool:
+    return any(getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values()))
+
+
+def _drain(server: _Server) -> None:
+    """Wait until every answer is in a send buffer and the buffers are sent, then stop."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while (server.answers.count or _output_pending(server)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The main loop ends on KeyboardInterrupt, after which waitress stops its threads.
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def serve(app: Flask, sock: socket.socket) -> None:
+    """Serve on an already listening socket until SIGTERM (drain) or SIGINT (stop)."""
+    configure_logging(app.config["LOG_LEVEL"])
+    if client_log.isEnabledFor(logging.DEBUG):
+        _log_client_addresses(app)
+    server = create_server(app, sock)
+
+    def stop_listening():
+        # New connections are refused from now on, once every worker has closed its copy
+        # of the socket. Runs inside the main loop, between two polls: closing the socket
+        # under a running poll would break it.
+        wasyncore.dispatcher.close(server)
+
+    def begin_drain():
+        logger.info("SIGTERM: draining", extra={"pid": os.getpid()})
+        app.extensions["identity_draining"] = True
+        server.draining = True
+        server.trigger.pull_trigger(stop_listening)
+        _drain(server)
+
+    # The drain runs in a thread of its own: the handler interrupts the main loop, which
+    # may hold the locks that logging and the loop's trigger take.
+    signal.signal(
+        signal.SIGTERM,
+        lambda _signum, _frame: threading.Thread(target=begin_drain, daemon=True).start(),
+    )
+    # Ctrl-C, and the end of a drain, stop the main loop, even when our parent started
+    # us with SIGINT ignored (as shells do for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or the end of a drain: the normal way to stop, not an error
+    finally:
+        close_pool(app)
+
+
+def main() -> None:
+    """A worker process, as the supervisor starts it."""
+    from identity import create_app
+
+    sock = socket.socket(fileno=int(os.environ[LISTEN_FD_VARIABLE]))
+    serve(create_app(), sock)
+

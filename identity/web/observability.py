@@ -1,0 +1,102 @@
+"""Per-request bookkeeping: a request id, one JSON log line, Prometheus metrics.
+
+Log lines carry the method, the path (never the query string), the status, the latency,
+the /identify outcome, the request id, and the role and token id access control found
+(identity/web/access.py); a newly suspected hub (SPEC §13) adds a warning line with its kind
+and row id. No e-mail or phone number, which are personal data, and no token ever
+reaches a log.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, current_app, g, request
+
+from .errors import ApiError
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's request id is echoed only if it is short and plain; otherwise we make one.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The methods a metric label may name: any other method a client makes up is "other",
+# so that made-up methods cannot grow /metrics without bound.
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+# Probes and scrapes arrive every few seconds; they are logged at DEBUG only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+access_log = logging.getLogger("identity.web.access")
+hub_log = logging.getLogger("identity.customers.hubs")
+
+
+def _metrics():
+    return current_app.extensions["identity_metrics"]
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    _metrics().in_flight.inc()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _CLIENT_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    if current_app.extensions.get("identity_draining"):
+        raise ApiError(503, "shutting_down", "the server is shutting down; retry", retry_after=1)
+
+
+def _finish_request(response):
+    latency = time.perf_counter() - g.get("request_started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    method = request.method if request.method in _KNOWN_METHODS else "other"
+    _metrics().requests.labels(method, route, str(response.status_code)).observe(latency)
+    outcome = g.get("outcome")
+    if outcome:
+        _metrics().outcomes.labels(outcome).inc()
+    _report_hubs(g.get("new_hubs", []))
+    denied = g.get("access_denied")
+    if denied:
+        _metrics().access_denied.labels(route, denied).inc()
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers[REQUEST_ID_HEADER] = request_id
+    access_log.log(
+        logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+        "request",
+        extra={
+            "method": method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": round(latency * 1000, 3),
+            "outcome": outcome,
+            "request_id": request_id,
+            "role": g.get("access_role"),
+            "token_id": g.get("access_token_id"),
+            "access_denied": denied,
+        },
+    )
+    return response
+
+
+def _report_hubs(new_hubs) -> None:
+    """A newly suspected hub (SPEC §13): counted, and one warning line without the value."""
+    for hub in new_hubs:
+        _metrics().hubs_suspected.labels(hub.kind).inc()
+        hub_log.warning(
+            "hub suspected",
+            extra={
+                "kind": hub.kind,
+                "contact_id": hub.contact_id,
+                "partners": hub.partners,
+                "request_id": g.get("request_id"),
+            },
+        )
+
+
+def _end_request(_exception=None) -> None:
+    if "request_started" in g:
+        _metrics().in_flight.dec()
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.teardown_request(_end_request)
