@@ -1,13 +1,105 @@
-"""Every setting, read from the environment when the app is created, with its default."""
+"""Every setting, read from the environment when the app is created, with its default.
+
+Each value is checked as it is read: a value that is not allowed raises ConfigError, whose
+one-line message names the variable, the value given and what is allowed. The supervisor
+reads them all before it starts a worker, so a typo stops the start (exit status 2)
+instead of killing every worker as it starts. A new setting is one line of
+from_environment() with the reader of its kind.
+"""
 
 import os
+import re
+from importlib import metadata, resources
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The name on the package index; the import package stays `identity`.
+DISTRIBUTION = "identity-reconciler"
+# The schema migrations ship inside the package (in the repository, a link to sql/).
+SCHEMA_DIR = Path(str(resources.files("identity.database") / "sql"))
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+HUB_ACTIONS = ("alert", "block")  # identity/customers/hubs.py's ACTIONS
+SHIPPED_BLOCKLISTS = ("default", "recommended")
+# The client-address headers waitress can take from a trusted proxy.
+PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+                 "x-forwarded-by", "forwarded")
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+class ConfigError(ValueError):
+    """A setting's value is not allowed; the message is one line for the operator."""
+
+    def __init__(self, name: str, value: str, allowed: str):
+        super().__init__(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def version() -> str:
+    """This installation's version (the package's metadata), "unknown" when not installed."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _raw(name: str) -> str | None:
+    """The variable's value; None when unset or empty (an empty value means the default)."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    allowed = f"a whole number from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, allowed) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(name, raw, allowed)
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    allowed = f"a number of at least {minimum:g}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, allowed) from None
+    if not minimum <= value < float("inf"):
+        raise ConfigError(name, raw, allowed)
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(name, raw, f"true or false ({'/'.join(_TRUE)} or {'/'.join(_FALSE)}, any case)")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of choices, matched in any case and returned as spelled in choices."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ConfigError(name, raw, f"one of {', '.join(choices)}")
+
+
+def _text(name: str, default: str = "") -> str:
+    return _raw(name) or default
 
 
 def _tokens(name: str) -> tuple[str, ...]:
@@ -15,12 +107,25 @@ def _tokens(name: str) -> tuple[str, ...]:
     return tuple(token.strip() for token in os.environ.get(name, "").split(",") if token.strip())
 
 
-def _float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+def _names(name: str, default: str, allowed: tuple[str, ...] | None = None) -> set[str]:
+    names = {item.strip().lower() for item in (_raw(name) or default).split(",") if item.strip()}
+    unknown = sorted(names - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise ConfigError(name, os.environ.get(name, ""), f"a comma-separated list of {', '.join(allowed)}")
+    return names
 
 
-def _names(name: str, default: str) -> set[str]:
-    return {item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()}
+def _blocklist(name: str, default: str) -> str:
+    """A shipped list's name, or the path of a JSON blocklist that loads."""
+    from identity.customers.blocklist import Blocklist  # the domain reads the file's rules
+
+    raw = _raw(name) or default
+    try:
+        Blocklist.load(raw)
+    except (OSError, ValueError, AttributeError, TypeError, re.error):
+        allowed = f"{' or '.join(SHIPPED_BLOCKLISTS)}, or the path of a readable JSON blocklist file"
+        raise ConfigError(name, raw, allowed) from None
+    return raw
 
 
 def default_workers() -> int:
@@ -32,20 +137,20 @@ def from_environment() -> dict:
     threads = _int("THREADS", 8)
     idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {
-        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
-        "HOST": os.environ.get("HOST", "127.0.0.1"),
-        "PORT": _int("PORT", 3000),
+        "DATABASE_URL": _text("DATABASE_URL"),
+        "HOST": _text("HOST", "127.0.0.1"),
+        "PORT": _int("PORT", 3000, minimum=0, maximum=65535),
         "WORKERS": _int("WORKERS", default_workers()),
         # Per worker process.
         "THREADS": threads,
         # One connection per waitress thread: a request never waits for the pool.
         "POOL_SIZE": _int("POOL_SIZE", threads),
         # Everything a request does with the database ends by then (see db.py): 503 after.
-        "REQUEST_DEADLINE_S": _float("REQUEST_DEADLINE_S", 5),
+        "REQUEST_DEADLINE_S": _float("REQUEST_DEADLINE_S", 5, minimum=0.001),
         # Caps per statement and per lock wait, within the deadline.
         "STATEMENT_TIMEOUT_MS": _int("STATEMENT_TIMEOUT_MS", 5000),
         "LOCK_TIMEOUT_MS": _int("LOCK_TIMEOUT_MS", 2000),
-        "RETRY_BUDGET": _int("RETRY_BUDGET", 20),
+        "RETRY_BUDGET": _int("RETRY_BUDGET", 20, minimum=0),
         "RETRY_AFTER_S": _int("RETRY_AFTER_S", 1),
         "MAX_CONTENT_LENGTH": _int("MAX_BODY_BYTES", 64 * 1024),
         # Client connections: see docs/deployment.md for how the defaults were measured.
@@ -55,15 +160,15 @@ def from_environment() -> dict:
         "MAX_HEADER_BYTES": _int("MAX_HEADER_BYTES", 16 * 1024),
         "LISTEN_BACKLOG": _int("LISTEN_BACKLOG", 2048),
         # Behind a reverse proxy: the proxy's address, and the headers it sets.
-        "TRUSTED_PROXY": os.environ.get("TRUSTED_PROXY", ""),
-        "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for"),
+        "TRUSTED_PROXY": _text("TRUSTED_PROXY"),
+        "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for", PROXY_HEADERS),
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 1),
-        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        "LOG_LEVEL": _choice("LOG_LEVEL", "INFO", LOG_LEVELS),
         # default, recommended, or the path of a JSON list (see identity/customers/blocklist.py)
-        "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),
+        "BLOCKLIST": _blocklist("BLOCKLIST", "default"),
         # Seconds between two reads of the stored blocklist (values support blocked).
-        "BLOCKLIST_REFRESH_S": float(os.environ.get("BLOCKLIST_REFRESH_S", 1)),
-        "SCHEMA_DIR": PROJECT_ROOT / "sql",
+        "BLOCKLIST_REFRESH_S": _float("BLOCKLIST_REFRESH_S", 1),
+        "SCHEMA_DIR": SCHEMA_DIR,
         # Bearer tokens per role (see identity/web/access.py); none means loopback clients only.
         "CHECKOUT_TOKENS": _tokens("CHECKOUT_TOKENS"),
         "SUPPORT_TOKENS": _tokens("SUPPORT_TOKENS"),
@@ -72,9 +177,9 @@ def from_environment() -> dict:
         # deployment when unset: see console/auth.py), and Secure even when a TLS proxy
         # hides HTTPS from us.
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
-        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "true",
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         # The hub alarm (identity/customers/hubs.py): more partners than this make a suspected hub;
         # alert records it, block also puts it on the stored blocklist.
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
-        "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),
+        "HUB_ACTION": _choice("HUB_ACTION", "alert", HUB_ACTIONS),
     }

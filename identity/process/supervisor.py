@@ -10,7 +10,11 @@ sibling picks them up. The port also stays open while a worker restarts.
 It restarts a worker that dies (logged, counted in identity_worker_restarts_total) and,
 on SIGTERM, closes its copy of the socket and passes SIGTERM to every worker, which then
 drains as described in server.py; it exits once all have, 0 if every worker did. SIGINT
-(Ctrl-C) stops every worker at once.
+(Ctrl-C) stops every worker at once and always ends with status 0. Workers run in a
+session of their own, so the terminal's Ctrl-C reaches only the supervisor.
+
+Before any worker starts, every setting is read and checked (identity/config.py) and the
+port is opened: a bad value or a busy port ends the start with one line and status 2.
 
 Workers are started as fresh interpreters (`identity.process.server.main`), not forked: the
 metrics folder must be in the environment before prometheus-client is imported, and a
@@ -18,6 +22,7 @@ fresh process inherits no threads or locks from this one.
 """
 
 import ctypes
+import errno
 import logging
 import os
 import resource
@@ -47,6 +52,15 @@ _STOP_TIMEOUT_S = 60  # for all workers together; above a worker's drain timeout
 # so that a worker that cannot start (a bad setting, say) does not spin the CPU.
 _STABLE_AFTER_S = 10
 _MAX_RESTART_PAUSE_S = 10
+# A worker: a Ctrl-C passed on while it is still starting is a clean stop, not a traceback.
+_WORKER = (
+    "import sys\n"
+    "try:\n"
+    "    from identity.process.server import main\n"
+    "    main()\n"
+    "except KeyboardInterrupt:\n"
+    "    sys.exit(0)\n"
+)
 
 
 def _die_with_parent() -> None:
@@ -61,14 +75,28 @@ def raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class StartError(Exception):
+    """The server cannot start (a bad setting, a busy port): one line for the operator."""
+
+
 def listening_socket(settings: dict) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        settings["HOST"], settings["PORT"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    where = f"{settings['HOST']}:{settings['PORT']}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings["HOST"], settings["PORT"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise StartError(f"HOST={settings['HOST']!r} is not an address to listen on: {error.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(settings["LISTEN_BACKLOG"])
+    try:
+        sock.bind(address)
+        sock.listen(settings["LISTEN_BACKLOG"])
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartError(f"port {settings['PORT']} is busy: another program listens on {where} (set PORT)") from None
+        raise StartError(f"cannot listen on {where}: {error.strerror}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -92,10 +120,12 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         env = {**os.environ, LISTEN_FD_VARIABLE: str(self.sock.fileno())}
         slot.process = subprocess.Popen(
-            [sys.executable, "-c", "from identity.process.server import main; main()"],
+            [sys.executable, "-c", _WORKER],
             env=env,
             pass_fds=[self.sock.fileno()],
             preexec_fn=_die_with_parent,
+            # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
+            start_new_session=True,
         )
         slot.started = time.monotonic()
         logger.info("worker started", extra={"pid": slot.process.pid})
@@ -170,14 +200,31 @@ class Supervisor:
                 logger.warning("worker did not stop cleanly", extra={"pid": process.pid, "status": status})
                 clean = False
         logger.info("stopped")
-        return 0 if clean else 1
+        # Ctrl-C is how a person stops the server: whatever the workers did, a normal end.
+        return 0 if clean or self.stopping == signal.SIGINT else 1
 
 
 def main() -> int:
+    """Serve until stopped: 0 after SIGTERM's drain or a Ctrl-C; 2, with one line on
+    standard error, when a setting or the port stops the start, before any worker runs."""
+    try:
+        return _serve()
+    except (config.ConfigError, StartError) as error:
+        print(f"identity: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the signal handlers are in place: nothing to stop
+        return 0
+
+
+def _serve() -> int:
     settings = config.from_environment()
     configure_logging(settings["LOG_LEVEL"])
-    access.log_configuration(settings)
+    try:
+        access.log_configuration(settings)  # checks the tokens
+    except ValueError as error:  # the message names the setting and the token's position
+        raise StartError(str(error)) from None
     raise_file_limit()
+    sock = listening_socket(settings)
     # A fresh, private folder for the workers' metric files: nothing left from an earlier
     # run is ever summed in. Set before prometheus-client is imported, here and in workers.
     metrics_dir = tempfile.mkdtemp(prefix="identity-metrics-")
@@ -185,7 +232,7 @@ def main() -> int:
     try:
         from identity.web.metrics import worker_restarts
 
-        sock = listening_socket(settings)
         return Supervisor(settings, sock, worker_restarts()).run()
     finally:
+        sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
