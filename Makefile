@@ -9,9 +9,12 @@ STAMP := $(VENV)/.installed-stamp
 
 # Without DATABASE_URL, commands run against the embedded PostgreSQL kept in PGDATA_DIR.
 PGDATA_DIR ?= .pgdata
+# A second command beside `make run` uses the server that make run started in PGDATA_DIR.
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
+# The installed command; a bad setting stops it with one line naming the variable (exit 2).
+IDENTITY := $(PY) -m identity.cli
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package lock smoke audit bench bench-scale bench-import profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -23,16 +26,17 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 run: $(STAMP) ## serve on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
+	@$(IDENTITY) check-config >/dev/null
 	$(WITH_DB) $(MAKE) --no-print-directory db-init serve
 
 serve: $(STAMP)
 	$(PY) wsgi.py
 
 db-init: $(STAMP) ## apply the pending migrations of sql/ (each once; safe to repeat)
-	$(WITH_DB) $(PY) -m flask --app identity init-db
+	$(WITH_DB) $(IDENTITY) init-db
 
 deliver: $(STAMP) ## POST the change feed to WEBHOOK_URL, signed, until stopped (docs/feed.md)
-	$(WITH_DB) $(PY) -m flask --app identity deliver
+	$(WITH_DB) $(IDENTITY) deliver
 
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
@@ -52,14 +56,26 @@ test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a ser
 	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
 
 audit: $(STAMP) ## check the invariants (§6 of docs/behaviour.md) over the whole table; exit 1 listing offenders
-	$(WITH_DB) $(PY) -m flask --app identity audit
+	$(WITH_DB) $(IDENTITY) audit
 
 import: $(STAMP) ## import historical orders: make import FILE=orders.csv[.gz] [REJECTS=path] (docs/import.md)
 	@test -n "$(FILE)" || { echo "usage: make import FILE=orders.csv [REJECTS=path]" >&2; exit 2; }
 	$(WITH_DB) $(MAKE) --no-print-directory db-init import-file
 
 import-file:
-	$(PY) -m flask --app identity import "$(FILE)" $(if $(REJECTS),--rejects "$(REJECTS)")
+	$(IDENTITY) import "$(FILE)" $(if $(REJECTS),--rejects "$(REJECTS)")
+
+# Builds the wheel, installs it into a new virtual environment outside the checkout and,
+# from another folder, migrates a fresh database, serves, identifies, imports and audits.
+test-package: $(STAMP) ## the built wheel, installed elsewhere, does everything from there (tests_package/)
+	$(PY) tests_package/check_wheel.py
+
+# The lock file: every dependency of setup.cfg (not dev), exact versions with hashes.
+lock: ## regenerate requirements.lock from setup.cfg with pip-tools
+	$(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools==7.6.2
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --strip-extras --no-header --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock setup.cfg
+	rm -rf .lock-venv
 
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
