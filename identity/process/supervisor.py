@@ -54,8 +54,9 @@ _STABLE_AFTER_S = 10
 _MAX_RESTART_PAUSE_S = 10
 # A worker: a Ctrl-C passed on while it is still starting is a clean stop, not a traceback.
 _WORKER = (
-    "import sys\n"
+    "import signal, sys\n"
     "try:\n"
+    "    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
     "    from identity.process.server import main\n"
     "    main()\n"
     "except KeyboardInterrupt:\n"
@@ -63,9 +64,12 @@ _WORKER = (
 )
 
 
-def _die_with_parent() -> None:
-    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies."""
+def _prepare_worker() -> None:
+    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies,
+    and SIGINT held back (the mask survives exec) until _WORKER's code can catch it: a
+    Ctrl-C while the interpreter starts would otherwise end it with a traceback."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
 def raise_file_limit() -> None:
@@ -123,7 +127,7 @@ class Supervisor:
             [sys.executable, "-c", _WORKER],
             env=env,
             pass_fds=[self.sock.fileno()],
-            preexec_fn=_die_with_parent,
+            preexec_fn=_prepare_worker,
             # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
             start_new_session=True,
         )
