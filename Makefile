@@ -14,7 +14,7 @@ WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_
 # The installed command; a bad setting stops it with one line naming the variable (exit 2).
 IDENTITY := $(PY) -m identity.cli
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package lock smoke audit bench bench-scale bench-import profile clean
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -69,6 +69,11 @@ import-file:
 # from another folder, migrates a fresh database, serves, identifies, imports and audits.
 test-package: $(STAMP) ## the built wheel, installed elsewhere, does everything from there (tests_package/)
 	$(PY) tests_package/check_wheel.py
+
+test-deploy: $(STAMP) ## deploy/: units checked by systemd-analyze, alert rules by promtool, metrics by a live server
+	@for tool in promtool systemd-analyze; do command -v $$tool >/dev/null || { \
+		echo "make test-deploy needs $$tool: apt-get install prometheus systemd (as root)" >&2; exit 1; }; done
+	$(PY) -m pytest -p no:cacheprovider tests/test_deploy.py
 
 # The lock file: every dependency of setup.cfg (not dev), exact versions with hashes.
 lock: ## regenerate requirements.lock from setup.cfg with pip-tools
