@@ -217,7 +217,7 @@ def _trusted(folder: Path) -> bool:
 
 
 def _reachable_bin_dir(account: _Account) -> Path:
-    """The binaries, copied to a world-readable cache when `nobody` cannot reach them.
+    """The binaries, copied to a world-readable cache when the server's account cannot reach them.
 
     The copy keeps the wheel's layout three levels up (the binaries find the wheel's
     bundled libraries through the relative rpath $ORIGIN/../../../<package>.libs). The
