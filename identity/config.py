@@ -52,7 +52,8 @@ def _int(name: str, default: int, minimum: int = 1, maximum: int | None = None) 
     raw = _raw(name)
     if raw is None:
         return default
-    allowed = f"a whole number from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+    upper = f" to {maximum}" if maximum is not None else " up"
+    allowed = f"a whole number from {minimum}{upper}"
     try:
         value = int(raw)
     except ValueError:
@@ -84,7 +85,8 @@ def _bool(name: str, default: bool) -> bool:
         return True
     if raw.lower() in _FALSE:
         return False
-    raise ConfigError(name, raw, f"true or false ({'/'.join(_TRUE)} or {'/'.join(_FALSE)}, any case)")
+    spellings = f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)}"
+    raise ConfigError(name, raw, f"true or false ({spellings}, any case)")
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -109,9 +111,9 @@ def _tokens(name: str) -> tuple[str, ...]:
 
 def _names(name: str, default: str, allowed: tuple[str, ...] | None = None) -> set[str]:
     names = {item.strip().lower() for item in (_raw(name) or default).split(",") if item.strip()}
-    unknown = sorted(names - set(allowed)) if allowed is not None else []
-    if unknown:
-        raise ConfigError(name, os.environ.get(name, ""), f"a comma-separated list of {', '.join(allowed)}")
+    if allowed is not None and names - set(allowed):
+        allowed_list = f"a comma-separated list of {', '.join(allowed)}"
+        raise ConfigError(name, os.environ.get(name, ""), allowed_list)
     return names
 
 
@@ -123,7 +125,8 @@ def _blocklist(name: str, default: str) -> str:
     try:
         Blocklist.load(raw)
     except (OSError, ValueError, AttributeError, TypeError, re.error):
-        allowed = f"{' or '.join(SHIPPED_BLOCKLISTS)}, or the path of a readable JSON blocklist file"
+        shipped = " or ".join(SHIPPED_BLOCKLISTS)
+        allowed = f"{shipped}, or the path of a readable JSON blocklist file"
         raise ConfigError(name, raw, allowed) from None
     return raw
 

@@ -39,7 +39,8 @@ def _sample_names(exposition: str) -> set[str]:
 
 
 def _post(url: str, body: dict) -> None:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     urllib.request.urlopen(request, timeout=30).close()
 
 
@@ -50,7 +51,8 @@ def exposed(database_url) -> tuple[set[str], str]:
     event only (retries, refusals): those count as exposed when the service declares them."""
     with ServerProcess(database_url, WORKERS=1, THREADS=2, HUB_MAX_PARTNERS=1) as server:
         for phone in ("555-0101", "555-0102"):
-            _post(f"{server.url}/identify", {"email": "deploy-hub@example.org", "phoneNumber": phone})
+            body = {"email": "deploy-hub@example.org", "phoneNumber": phone}
+            _post(f"{server.url}/identify", body)
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as answer:
             text = answer.read().decode()
     declared = generate_latest(Metrics(pool_size=1).registry).decode()

@@ -79,7 +79,8 @@ def request(url: str, body: dict | None = None) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=10) as answer:
+        outgoing = urllib.request.Request(url, data, headers)
+        with urllib.request.urlopen(outgoing, timeout=10) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -106,7 +107,8 @@ def check_served(bin_dir: Path, elsewhere: Path, env: dict, port: int) -> None:
         if status != 200 or "lorraine@hillvalley.edu" not in body:
             raise StepFailed(f"identify: {status} {body}")
         _, metrics = request(f"{base}/metrics")
-        version = step("version", [str(bin_dir / "identity"), "version"], elsewhere, env).split()[-1]
+        printed = step("version", [str(bin_dir / "identity"), "version"], elsewhere, env)
+        version = printed.split()[-1]
         if f'identity_build_info{{version="{version}"}} 1.0' not in metrics:
             raise StepFailed(f"metrics: no identity_build_info for {version}")
     finally:
@@ -136,7 +138,8 @@ def main() -> int:
                 env = installed_environment(bin_dir, database.url, port)
                 identity = str(bin_dir / "identity")
                 check_installed_alone(bin_dir, elsewhere, env)
-                step("init-db", [identity, "init-db"], elsewhere, env, expect="applied 001_contact.sql")
+                step("init-db", [identity, "init-db"], elsewhere, env,
+                     expect="applied 001_contact.sql")
                 check_served(bin_dir, elsewhere, env, port)
                 (elsewhere / "orders.csv").write_text(ORDERS)
                 # Status 1: the one bad order is rejected, the two others imported.

@@ -90,7 +90,9 @@ def listening_socket(settings: dict) -> socket.socket:
             settings["HOST"], settings["PORT"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as error:
-        raise StartError(f"HOST={settings['HOST']!r} is not an address to listen on: {error.strerror}") from None
+        raise StartError(
+            f"HOST={settings['HOST']!r} is not an address to listen on: {error.strerror}"
+        ) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -99,7 +101,9 @@ def listening_socket(settings: dict) -> socket.socket:
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
-            raise StartError(f"port {settings['PORT']} is busy: another program listens on {where} (set PORT)") from None
+            raise StartError(
+                f"port {settings['PORT']} is busy: another program listens on {where} (set PORT)"
+            ) from None
         raise StartError(f"cannot listen on {where}: {error.strerror}") from None
     sock.set_inheritable(True)
     return sock
