@@ -71,3 +71,15 @@ def test_every_setting_the_pages_name_exists(document):
     known = _names_the_project_reads() | _NOT_SETTINGS
     named = set(_QUOTED_NAME.findall(document.read_text()))
     assert not named - known, f"no such setting in the code: {sorted(named - known)}"
+
+
+_QUOTED_PATH = re.compile(
+    r"`((?:identity|sql|tests|tests_browser|deploy|docs)/[\w./-]*)`|`((?:wsgi|setup)\.\w+|Makefile)`"
+)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_file_the_pages_name_exists(document):
+    named = {a or b for a, b in _QUOTED_PATH.findall(document.read_text())}
+    missing = sorted(name for name in named if not (PROJECT_ROOT / name).exists())
+    assert not missing, f"no such file: {missing}"
