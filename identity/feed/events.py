@@ -10,8 +10,8 @@ opaque cursor string.
 import base64
 import binascii
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from marshmallow import Schema, fields
 
@@ -98,7 +98,9 @@ def wait_for_page(
 
 # One event as the feed and the webhooks send it (docs/feed.md).
 class FeedEvent(Schema):
-    id = fields.Integer(required=True, metadata={"description": "unique; repeats mean a redelivery"})
+    id = fields.Integer(
+        required=True, metadata={"description": "unique; repeats mean a redelivery"}
+    )
     kind = fields.String(
         required=True,
         metadata={
@@ -120,7 +122,9 @@ class FeedEvent(Schema):
     contactIds = fields.List(fields.Integer(), metadata={"description": "the rows concerned"})
     demotedPrimaryContactIds = fields.List(
         fields.Integer(),
-        metadata={"description": "customers_merged: the primaries now secondaries of primaryContactId"},
+        metadata={
+            "description": "customers_merged: the primaries now secondaries of primaryContactId"
+        },
     )
     valueKind = fields.String(
         metadata={

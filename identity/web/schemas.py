@@ -11,7 +11,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from identity.customers.blocklist import Blocklist
+from identity.customers.blocklist import Blocklist, Blocks
 from identity.customers.normalise import (
     FIELD_NAMES,
     Blocked,
@@ -65,7 +65,7 @@ class IdentifyRequest(Schema):
         },
     )
 
-    def __init__(self, blocklist: Blocklist | None = None, **kwargs):
+    def __init__(self, blocklist: Blocks | None = None, **kwargs):
         super().__init__(**kwargs)
         # No list blocks nothing; apispec builds the class without one to document it.
         self.blocklist = blocklist or Blocklist({})
@@ -184,7 +184,10 @@ class FeedQuery(Schema):
 
     after = FeedCursor(
         load_default=feed.START,
-        metadata={"type": "string", "description": "a `next` from an earlier answer; absent: the start"},
+        metadata={
+            "type": "string",
+            "description": "a `next` from an earlier answer; absent: the start",
+        },
     )
     limit = fields.Integer(
         load_default=feed.DEFAULT_LIMIT,
