@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from marshmallow import Schema, fields
 
 from . import repository as feed_repository
+from .kinds import FEED_KINDS, feed_kind
 from .repository import EventRow
 
 DEFAULT_LIMIT = 100
@@ -63,10 +64,9 @@ class Page:
 
 def to_event(row: EventRow) -> dict:
     """The public event for a history row: ids only, never a personal value."""
-    event = {"id": row.id, "kind": row.kind, "occurredAt": row.occurred_at}
+    event = {"id": row.id, "kind": feed_kind(row.kind), "occurredAt": row.occurred_at}
     if row.kind == "primary_demoted":
         # One history row per demoted primary: one merge event each.
-        event["kind"] = "customers_merged"
         event["primaryContactId"] = row.primary_id
         event["demotedPrimaryContactIds"] = [row.contact_id]
     else:
@@ -104,15 +104,7 @@ class FeedEvent(Schema):
     kind = fields.String(
         required=True,
         metadata={
-            "enum": [
-                "customer_created",
-                "secondary_added",
-                "customers_merged",
-                "value_detached",
-                "customer_split",
-                "customer_erased",
-                "hub_suspected",
-            ]
+            "enum": FEED_KINDS,
         },
     )
     occurredAt = fields.DateTime(required=True)

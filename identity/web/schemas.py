@@ -21,6 +21,7 @@ from identity.customers.normalise import (
 )
 from identity.feed import events as feed
 from identity.feed.events import FeedEvent
+from identity.feed.kinds import HISTORY_KINDS
 
 
 class NormalisedEmail(fields.Field):
@@ -113,16 +114,7 @@ class HistoryEvent(Schema):
     kind = fields.String(
         required=True,
         metadata={
-            "enum": [
-                "customer_created",
-                "secondary_added",
-                "primary_demoted",
-                "rows_repointed",
-                "customer_split",
-                "value_detached",
-                "customer_erased",
-                "hub_suspected",
-            ]
+            "enum": list(HISTORY_KINDS),
         },
     )
     contactId = fields.Integer(required=True, attribute="contact_id")
