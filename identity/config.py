@@ -144,6 +144,8 @@ def from_environment() -> dict:
         "HOST": _text("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 3000, minimum=0, maximum=65535),
         "WORKERS": _int("WORKERS", default_workers()),
+        # A worker whose main loop is silent this long is killed and replaced.
+        "WORKER_TIMEOUT_S": _int("WORKER_TIMEOUT_S", 30),
         # Per worker process.
         "THREADS": threads,
         # One connection per waitress thread: a request never waits for the pool.

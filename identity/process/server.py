@@ -34,6 +34,9 @@ DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
 # The supervisor passes the listening socket's file descriptor in this variable.
 LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
+# ...and a file whose modification time the main loop renews every second: a worker
+# whose loop stops (frozen, stuck) stops renewing it, and the supervisor replaces it.
+HEARTBEAT_FILE_VARIABLE = "IDENTITY_HEARTBEAT_FILE"
 logger = logging.getLogger(__name__)
 client_log = logging.getLogger("identity.client")
 
@@ -176,6 +179,7 @@ class _Server(TcpWSGIServer):
     channel_class = _Channel
     request_timeout_s = 15
     draining = False  # set on SIGTERM: answers close their connections from then on
+    heartbeat_file: str | None = None
 
     def handle_accept(self):
         # Waitress accepts one connection per turn of its loop, and each turn looks at
@@ -195,6 +199,8 @@ class _Server(TcpWSGIServer):
         for channel in list(self.active_channels.values()):
             if channel.request is not None and channel.request_began < cutoff:
                 channel.will_close = True
+        if self.heartbeat_file:  # waitress runs this pass every second, busy or idle
+            os.utime(self.heartbeat_file)
 
 
 def _log_client_addresses(app: Flask) -> None:
@@ -226,6 +232,7 @@ def create_server(app: Flask, sock: socket.socket) -> _Server:
         sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
     )
     server.request_timeout_s = app.config["REQUEST_TIMEOUT_S"]
+    server.heartbeat_file = os.environ.get(HEARTBEAT_FILE_VARIABLE)
     server.answers = answers  # what the drain waits for
     return server
 

@@ -7,7 +7,9 @@ connection to one worker's queue as it arrives, and connections queued at a work
 dies or drains are reset; the shared queue survives any worker, so a replacement or a
 sibling picks them up. The port also stays open while a worker restarts.
 
-It restarts a worker that dies (logged, counted in identity_worker_restarts_total) and,
+It restarts a worker that dies (logged, counted in identity_worker_restarts_total), kills
+a worker whose main loop has not renewed its heartbeat file for WORKER_TIMEOUT_S (frozen,
+stuck: logged, counted in identity_worker_hangs_total) so that it is restarted too, and,
 on SIGTERM, closes its copy of the socket and passes SIGTERM to every worker, which then
 drains as described in server.py; it exits once all have, 0 if every worker did. SIGINT
 (Ctrl-C) stops every worker at once and always ends with status 0. Workers run in a
@@ -41,7 +43,7 @@ from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
-from .server import LISTEN_FD_VARIABLE
+from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -51,6 +53,9 @@ _STOP_TIMEOUT_S = 60  # for all workers together; above a worker's drain timeout
 # A worker that dies sooner than this after its start is restarted after a growing pause,
 # so that a worker that cannot start (a bad setting, say) does not spin the CPU.
 _STABLE_AFTER_S = 10
+# A worker may take this long from its start to its first heartbeat (WORKER_TIMEOUT_S
+# when that is longer): imports and the app's creation come first.
+_START_TIMEOUT_S = 60
 _MAX_RESTART_PAUSE_S = 10
 # A worker: a Ctrl-C passed on while it is still starting is a clean stop, not a traceback.
 _WORKER = (
@@ -110,23 +115,39 @@ def listening_socket(settings: dict) -> socket.socket:
 
 
 class _Slot:
-    """One worker position: its current process and when it started."""
+    """One worker position: its current process, when it started, and its heartbeat file
+    with the last modification time seen there and when (monotonic) it was seen."""
 
-    def __init__(self):
+    def __init__(self, heartbeat: str):
         self.process: subprocess.Popen | None = None
         self.started = 0.0
         self.restart_pause = 0.0
         self.restart_at = 0.0
+        self.heartbeat = heartbeat
+        self.last_beat = 0
+        self.beat_seen_at = 0.0
+        self.serving = False  # renewed the file at least once
 
 
 class Supervisor:
-    def __init__(self, settings: dict, sock: socket.socket, restarts):
-        self.settings, self.sock, self.restarts = settings, sock, restarts
-        self.slots = [_Slot() for _ in range(settings["WORKERS"])]
+    def __init__(self, settings: dict, sock: socket.socket, restarts, hangs, heartbeats: str):
+        self.settings, self.sock, self.restarts, self.hangs = settings, sock, restarts, hangs
+        self.slots = [
+            _Slot(os.path.join(heartbeats, f"worker-{index}"))
+            for index in range(settings["WORKERS"])
+        ]
         self.stopping: int | None = None  # the signal that stops us, once received
 
     def _start(self, slot: _Slot) -> None:
-        env = {**os.environ, LISTEN_FD_VARIABLE: str(self.sock.fileno())}
+        env = {
+            **os.environ,
+            LISTEN_FD_VARIABLE: str(self.sock.fileno()),
+            HEARTBEAT_FILE_VARIABLE: slot.heartbeat,
+        }
+        with open(slot.heartbeat, "w"):
+            pass
+        slot.last_beat, slot.beat_seen_at = os.stat(slot.heartbeat).st_mtime_ns, time.monotonic()
+        slot.serving = False
         slot.process = subprocess.Popen(
             [sys.executable, "-c", _WORKER],
             env=env,
@@ -161,6 +182,25 @@ class Supervisor:
         )
         slot.process, slot.restart_at = None, now + slot.restart_pause
 
+    def _kill_if_hung(self, slot: _Slot) -> None:
+        if slot.process is None or slot.process.poll() is not None:
+            return
+        now = time.monotonic()
+        beat = os.stat(slot.heartbeat).st_mtime_ns
+        if beat != slot.last_beat:
+            slot.last_beat, slot.beat_seen_at, slot.serving = beat, now, True
+            return
+        silent_s = now - slot.beat_seen_at
+        # A worker that has not served yet is still importing and building its app.
+        limit = self.settings["WORKER_TIMEOUT_S"]
+        if silent_s > (limit if slot.serving else max(limit, _START_TIMEOUT_S)):
+            logger.error(
+                "worker stopped answering; killing it to replace it",
+                extra={"pid": slot.process.pid, "silent_s": round(silent_s, 1)},
+            )
+            self.hangs.inc()
+            slot.process.kill()  # even a stopped process dies; the next pass replaces it
+
     @staticmethod
     def _forget(pid: int) -> None:
         # A dead worker's gauges (requests in flight, connections in use) no longer count.
@@ -186,6 +226,7 @@ class Supervisor:
         while self.stopping is None:
             for slot in self.slots:
                 self._replace_if_dead(slot)
+                self._kill_if_hung(slot)
             time.sleep(_POLL_S)
         return self._stop(self.stopping)
 
@@ -237,14 +278,15 @@ def _serve() -> int:
         raise StartError(str(error)) from None
     raise_file_limit()
     sock = listening_socket(settings)
-    # A fresh, private folder for the workers' metric files: nothing left from an earlier
-    # run is ever summed in. Set before prometheus-client is imported, here and in workers.
+    # A fresh, private folder for the workers' metric files (and their heartbeat files):
+    # nothing left from an earlier run is ever summed in. Set before prometheus-client is
+    # imported, here and in workers.
     metrics_dir = tempfile.mkdtemp(prefix="identity-metrics-")
     os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
     try:
-        from identity.web.metrics import worker_restarts
+        from identity.web.metrics import worker_hangs, worker_restarts
 
-        return Supervisor(settings, sock, worker_restarts()).run()
+        return Supervisor(settings, sock, worker_restarts(), worker_hangs(), metrics_dir).run()
     finally:
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

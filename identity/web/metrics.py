@@ -153,6 +153,16 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def worker_hangs() -> Counter:
+    """The supervisor's count of workers killed because they stopped answering."""
+    values.ValueClass = values.get_value_class()
+    return Counter(
+        "identity_worker_hangs",
+        "Worker processes that stopped answering for WORKER_TIMEOUT_S, killed and replaced.",
+        registry=None,
+    )
+
+
 def worker_restarts() -> Counter:
     """The supervisor's count of worker processes that died and were replaced.
 
