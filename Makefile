@@ -14,7 +14,7 @@ WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_
 # The installed command; a bad setting stops it with one line naming the variable (exit 2).
 IDENTITY := $(PY) -m identity.cli
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean lint
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean clean-data lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -101,5 +101,11 @@ bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,
 bench-import: $(STAMP) ## import of 1 M generated orders: empty and 1 M-row database, vs the API (~10 min; ARGS=--orders N)
 	$(PY) tests/bench_import.py $(ARGS)
 
-clean: ## remove the virtual environment and the embedded database's data
-	rm -rf $(VENV) .pgdata *.egg-info
+clean: ## remove the virtual environment; the embedded database's customers stay (make clean-data)
+	rm -rf $(VENV) *.egg-info build
+	@if [ -d "$(PGDATA_DIR)" ]; then \
+		echo "kept $(PGDATA_DIR)/, the embedded database and its customers: make clean-data deletes it"; fi
+
+clean-data: ## delete the embedded database in PGDATA_DIR and every customer in it
+	@echo "deleting $(PGDATA_DIR)/: the embedded database and every customer in it"
+	rm -rf "$(PGDATA_DIR)"

@@ -394,7 +394,7 @@ class EmbeddedPostgres:
         if (self.folder / "PG_VERSION").exists():
             raise EmbeddedPostgresError(
                 f"{self.folder} holds a cluster of an older layout (no password): "
-                "remove it (make clean) and start again"
+                "remove it (make clean-data) and start again"
             )
         # The server's account must pass through to its cluster; nobody may list ours.
         self.folder.chmod(0o711 if self._account.drop_root else 0o700)
