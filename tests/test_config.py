@@ -154,3 +154,24 @@ def test_make_run_with_a_bad_setting_stops_before_the_database(tmp_path):
     naming = [line for line in result.stderr.splitlines() if "HUB_ACTION" in line]
     assert naming == ["identity: HUB_ACTION='blok' is not allowed: one of alert, block"]
     assert not (tmp_path / "pgdata").exists()
+
+
+def _cli(*args: str, **settings: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "identity.cli", *args], cwd=PROJECT_ROOT,
+        env={**os.environ, **settings}, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", ["init-db", "audit", "check-config"])
+def test_every_command_stops_at_a_bad_setting_with_one_line(command):
+    result = _cli(command, BLOCKLIST="strict", DATABASE_URL="postgresql://127.0.0.1:1/none")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("identity: BLOCKLIST='strict' is not allowed: ")
+
+
+def test_the_command_names_the_release():
+    result = _cli("version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"{config.DISTRIBUTION} {config.version()}"
