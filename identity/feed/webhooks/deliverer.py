@@ -107,10 +107,10 @@ class Deliverer:
         body = json.dumps({"events": _events_body.dump(events)}, separators=(",", ":")).encode()
         attempt = 0
         while not self.stop.is_set():
-            header = signing.signature(self.config.secret, body, int(time.time()))
-            answer = transport.post(
-                self.config.url, body, {signing.HEADER: header}, self.config.timeout_s
+            headers = signing.headers(
+                self.config.secret, self.config.subscriber, body, int(time.time())
             )
+            answer = transport.post(self.config.url, body, headers, self.config.timeout_s)
             if answer.accepted:
                 return True
             feed_repository.record_failure(conn, subscriber_id)
