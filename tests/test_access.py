@@ -794,3 +794,30 @@ def test_allowed_hosts_comes_comma_separated_from_the_environment(monkeypatch, d
     assert access.allowed_hosts(app.config) == access.LOOPBACK_HOSTS | {
         "identity.example.com", "other.example", "127.0.0.1"
     }  # fmt: skip
+
+
+# --- the threat model (docs/access.md): what a checkout token can learn, by design ---
+
+
+def checkout(client, body: dict) -> dict:
+    response = client.post("/identify", json=body, headers=auth(TOKENS["checkout"][0]))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["contact"]
+
+
+def test_a_checkout_token_reads_a_whole_customer_from_one_value(apps, db):
+    """The API's design, written down in docs/access.md: not a bug, and not hidden."""
+    client = apps[True].test_client()
+    checkout(client, {"email": "victim@example.com", "phoneNumber": "5550101"})
+    checkout(client, {"email": "victim.work@example.com", "phoneNumber": "5550101"})
+    stored = rows(db)
+    seen = checkout(client, {"phoneNumber": "5550101"})
+    assert seen["emails"] == ["victim@example.com", "victim.work@example.com"]
+    assert rows(db) == stored  # and the look-up stored nothing: no trace in the history
+
+
+def test_a_stranger_with_a_victims_phone_number_merges_and_sees_the_victims_email(apps, db):
+    client = apps[True].test_client()
+    checkout(client, {"email": "victim@example.com", "phoneNumber": "5550101"})
+    seen = checkout(client, {"email": "stranger@example.com", "phoneNumber": "5550101"})
+    assert "victim@example.com" in seen["emails"]
