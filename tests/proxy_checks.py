@@ -109,7 +109,8 @@ def logging_server(database_url, **settings):
         with ServerProcess(database_url, LOG_LEVEL="DEBUG", stderr=log, **settings) as server:
             # From a trusted proxy, a request is local only if the proxy says so.
             as_proxy = {"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1"}
-            answer_from_every_worker(server, headers=as_proxy if "TRUSTED_PROXY" in settings else {})
+            trusted = "TRUSTED_PROXY" in settings
+            answer_from_every_worker(server, headers=as_proxy if trusted else {})
             server.log_path = Path(log.name)
             yield server
 
@@ -126,9 +127,8 @@ def proxy_config(service_port: int, listen: list[str], folder: str) -> str:
     """The shipped file, listening where the test says, in front of the test's server,
     logging requests to the test's folder."""
     text = SHIPPED_CONFIG.read_text()
-    text, logs = re.subn(
-        r"access_log /var/log/nginx/identity\.access\.log ", f"access_log {folder}/access.log ", text
-    )
+    shipped_log = r"access_log /var/log/nginx/identity\.access\.log "
+    text, logs = re.subn(shipped_log, f"access_log {folder}/access.log ", text)
     assert logs == 1, "the shipped configuration has no access log of its own"
     text, listens = re.subn(
         r"^(\s*)listen 80 (.*)$",

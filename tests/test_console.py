@@ -215,7 +215,9 @@ def test_a_session_ends_eight_hours_after_sign_in_however_much_it_is_used(staff,
         )
     assert staff.get("/console/").status_code == 303
     with db.cursor() as cur:
-        cur.execute("UPDATE console_session SET signedInAt = clock_timestamp() WHERE id = %s", (row,))
+        cur.execute(
+            "UPDATE console_session SET signedInAt = clock_timestamp() WHERE id = %s", (row,)
+        )
     assert staff.get("/console/").status_code == 200  # the same session, young again
 
 

@@ -1,10 +1,10 @@
 """Per-request bookkeeping: a request id, one JSON log line, Prometheus metrics.
 
 Log lines carry the method, the path (never the query string), the status, the latency,
-the /identify outcome, the request id (and the client's own, if it sent one), and the role and token id access control found
-(identity/web/access.py); a newly suspected hub (SPEC §13) adds a warning line with its kind
-and row id. No e-mail or phone number, which are personal data, and no token ever
-reaches a log.
+the /identify outcome, the request id (and the client's own, if it sent one), and the role
+and token id access control found (identity/web/access.py); a newly suspected hub (SPEC
+§13) adds a warning line with its kind and row id. No e-mail or phone number, which are
+personal data, and no token ever reaches a log.
 """
 
 import logging

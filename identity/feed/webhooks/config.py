@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 
 from identity.feed import events as feed
 
-
 _SUBSCRIBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
