@@ -72,12 +72,14 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def signed(self, header: str, body: bytes) -> bool:
-        """With this receiver's own subscriber name, as docs/feed.md shows."""
+        """A recent signature of the body, and a body that names this receiver's own
+        subscriber, as docs/feed.md shows."""
         parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-        signed = f"{parts.get('t')}.{self.subscriber}.".encode() + body
+        signed = f"{parts.get('t')}.".encode() + body
         expected = hmac.new(SECRET.encode(), signed, hashlib.sha256)
         recent = abs(time.time() - int(parts.get("t", "0"))) < 300
-        return recent and hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
+        genuine = hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
+        return recent and genuine and json.loads(body).get("subscriber") == self.subscriber
 
     def answer(self, header: str, body: bytes) -> int:
         with self.lock:

@@ -54,7 +54,7 @@ class WebhookConfig:
         if not _SUBSCRIBER_NAME.fullmatch(subscriber):
             raise ConfigError(
                 "WEBHOOK_SUBSCRIBER must be 1 to 100 characters of A-Z a-z 0-9 . _ - "
-                "(it travels in a header and is signed: see signing.py)"
+                "(it is named in every signed batch: see signing.py)"
             )
         return cls(
             url=url,
