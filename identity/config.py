@@ -168,6 +168,9 @@ def from_environment() -> dict:
         "TRUSTED_PROXY": _text("TRUSTED_PROXY"),
         "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for", PROXY_HEADERS),
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 1),
+        # Host names requests may be addressed to, besides the loopback names and HOST
+        # (see identity/web/access.py); `*` for any.
+        "ALLOWED_HOSTS": _names("ALLOWED_HOSTS", ""),
         "LOG_LEVEL": _choice("LOG_LEVEL", "INFO", LOG_LEVELS),
         # default, recommended, or the path of a JSON list (see identity/customers/blocklist.py)
         "BLOCKLIST": _blocklist("BLOCKLIST", "default"),

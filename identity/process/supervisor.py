@@ -43,7 +43,7 @@ from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
-from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE
+from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE, check_waitress_version
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -270,6 +270,7 @@ def main() -> int:
 
 
 def _serve() -> int:
+    check_waitress_version()
     settings = config.from_environment()
     configure_logging(settings["LOG_LEVEL"])
     try:
