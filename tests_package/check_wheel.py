@@ -5,6 +5,7 @@ checked) into a new virtual environment in a temporary folder, and from another 
 runs the installed `identity` command only: the migrations onto a fresh database (an
 embedded PostgreSQL started here, from the development environment), the server, one
 checkout, an import of a small file, the audit, /metrics' version, and a SIGTERM stop.
+The systemd units, pointed at the installed command, pass `systemd-analyze verify`.
 Nothing of the checkout is on the installed command's path; the script checks that too.
 Exits 0 when every step passed, else 1 naming the step.
 """
@@ -64,6 +65,20 @@ def build_and_install(work: Path) -> Path:
                                   "-r", str(ROOT / "requirements.lock")], work, env)
     step("install wheel", [pip, "install", "--quiet", "--no-deps", str(wheel)], work, env)
     return work / "venv" / "bin"
+
+
+def check_service_units(bin_dir: Path, work: Path) -> None:
+    """deploy/systemd's units, pointed at this installation, pass systemd's own check."""
+    if not shutil.which("systemd-analyze"):
+        print("test-package: systemd-analyze missing: service units not checked", flush=True)
+        return
+    for unit in sorted((ROOT / "deploy" / "systemd").glob("*.service")):
+        installed = work / unit.name
+        installed.write_text(
+            unit.read_text().replace("/opt/identity/venv/bin/", f"{bin_dir}/")
+        )
+        step(f"verify {unit.name}", ["systemd-analyze", "verify", str(installed)], work,
+             dict(os.environ))
 
 
 def installed_environment(bin_dir: Path, database_url: str, port: int) -> dict:
@@ -133,6 +148,7 @@ def main() -> int:
         elsewhere.mkdir()
         try:
             bin_dir = build_and_install(work)
+            check_service_units(bin_dir, work)
             with EmbeddedPostgres(durable=False) as database:
                 port = free_port()
                 env = installed_environment(bin_dir, database.url, port)
