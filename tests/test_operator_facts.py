@@ -1,11 +1,16 @@
 """What an operator and an integrator rely on: log times carry their time zone, and every
-OpenAPI operation has its own operationId (generated clients get real method names)."""
+OpenAPI operation has its own operationId (generated clients get real method names), and
+`make smoke` erases the customers it made."""
 
 import json
 import logging
 import re
+import subprocess
 from datetime import datetime
 
+from servers import ServerProcess
+
+from identity.config import PROJECT_ROOT
 from identity.process.logs import json_formatter
 
 
@@ -24,3 +29,18 @@ def test_a_log_line_has_its_time_with_the_time_zone():
     moment = datetime.fromisoformat(line["asctime"])
     assert moment.utcoffset() is not None
     assert abs(moment.timestamp() - record.created) < 0.001
+
+
+def test_make_smoke_leaves_no_customer_behind(db, database_url):
+    with ServerProcess(database_url, WORKERS=1, THREADS=2) as server:
+        result = subprocess.run(
+            ["sh", str(PROJECT_ROOT / "tests" / "smoke.sh"), server.url],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all smoke checks passed" in result.stdout
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM contact WHERE email IS NOT NULL OR phoneNumber IS NOT NULL"
+        )
+        assert cur.fetchone() == (0,)
