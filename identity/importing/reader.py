@@ -157,12 +157,14 @@ def _csv(lines: _BoundedLines) -> Iterator[RawOrder | Reject]:
     where = [header.index(name) if name in header else None for name in COLUMNS]
     while True:
         record: list[str] | Reject
+        first_line = reader.line_num + 1
         try:
             record = next(reader)
         except StopIteration:
             break
-        except csv.Error:  # a field over the limit, a stray quote: the reader goes on
-            record = Reject(reader.line_num, "malformed_csv", _NOT_CSV)  # at the next line
+        except csv.Error:  # a field over the limit, a NUL: the reader goes on at the next
+            # line (inside a quoted field spanning lines, that line may not parse either)
+            record = Reject(first_line, "malformed_csv", _NOT_CSV)
         yield from lines.rejects()
         if isinstance(record, Reject):
             yield record
