@@ -17,9 +17,10 @@ import signal
 import stat
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime, timezone
-from typing import IO, Iterator
+from typing import IO
 
 import click
 import psycopg2
@@ -32,7 +33,14 @@ from . import repository
 from .loader import BatchFailed, Loader
 from .orders import Order, OrderValidator
 from .progress import Progress, Tally
-from .reader import DamagedInput, Reject, Source, UnreadableInput, read_ahead, read_orders
+from .reader import (
+    DamagedInput,
+    Reject,
+    Source,
+    UnreadableInput,
+    read_ahead,
+    read_orders,
+)
 from .sorting import OrderSorter, SortFilesFailed
 
 DEFAULT_BATCH_SIZE = 1000

@@ -17,10 +17,11 @@ import json
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
-from typing import IO, Iterator
+from typing import IO
 
 COLUMNS = ("email", "phoneNumber", "createdAt")
 
