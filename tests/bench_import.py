@@ -3,9 +3,10 @@
     python tests/bench_import.py [--orders 1000000] [--seed 1] [--runs 1] [--replay 3000]
                                  [--shuffle]
 
-Generates a realistic file of orders, sorted by createdAt unless --shuffle (repeat buyers, customers with
-several e-mails and phones, shared family phones, bridges between customers, spelling
-variants, 0.3 % bad rows), then, on a fresh embedded durable PostgreSQL (or DATABASE_URL):
+Generates a realistic file of orders, sorted by createdAt unless --shuffle (repeat buyers,
+customers with several e-mails and phones, shared family phones, bridges between
+customers, spelling variants, 0.3 % bad rows), then, on a fresh embedded durable
+PostgreSQL (or DATABASE_URL):
 
 1. imports it into an empty database (`flask --app identity import`, a child process whose
    peak memory is measured);
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -42,7 +43,7 @@ from servers import PROJECT_ROOT
 from identity.database.migrations import migrate
 from identity.dev.embedded import EmbeddedPostgres
 
-START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def generate(path: str, orders: int, seed: int) -> None:

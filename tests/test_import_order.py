@@ -5,7 +5,7 @@ while loading, and ends exactly where a one-at-a-time replay in that order ends.
 import csv
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg2
 import pytest
@@ -16,7 +16,7 @@ from identity.customers import repository as service_repository
 from identity.importing import sorting
 from identity.importing.orders import Order
 
-T0 = datetime(2018, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2018, 6, 1, tzinfo=UTC)
 
 
 SHARDS = 8

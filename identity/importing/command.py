@@ -19,7 +19,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO
 
 import click
@@ -53,7 +53,9 @@ def default_rejects_path(file: str) -> str:
     return "stdin.rejects.ndjson" if file == "-" else f"{file}.rejects.ndjson"
 
 
-def run_import(settings, configured_blocklist, file: str, rejects_path: str, batch_size: int) -> int:
+def run_import(
+    settings, configured_blocklist, file: str, rejects_path: str, batch_size: int
+) -> int:
     """Import FILE; settings are the app's (DATABASE_URL, timeouts, RETRY_BUDGET).
 
     Returns the exit status: EXIT_IMPORTED, EXIT_REJECTED or EXIT_FAILED."""
@@ -146,7 +148,14 @@ class _Import:
     createdAt order, one batch per transaction."""
 
     def __init__(
-        self, conn, source: Source, rejects, rejects_path: str, batch_size: int, settings, configured
+        self,
+        conn,
+        source: Source,
+        rejects,
+        rejects_path: str,
+        batch_size: int,
+        settings,
+        configured,
     ):
         self.source, self.rejects, self.rejects_path = source, rejects, rejects_path
         self.batch_size = batch_size
@@ -158,7 +167,8 @@ class _Import:
             load=lambda: stored,
             refresh_s=math.inf,
         )
-        self.validator = OrderValidator(blocklist, default_time=datetime.now(timezone.utc))
+        blocklist.refresh_now()
+        self.validator = OrderValidator(blocklist, default_time=datetime.now(UTC))
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )

@@ -124,7 +124,11 @@ class BatchLinker:
         inserted = brings_new_value(email, phone_number, self._email_owner, self._phone_owner)
         if inserted:
             row = NewRow(
-                _PROVISIONAL + len(self._new_rows), email, phone_number, order.created_at, order.line
+                _PROVISIONAL + len(self._new_rows),
+                email,
+                phone_number,
+                order.created_at,
+                order.line,
             )
             self._new_rows.append(row)
             self._primary[row.provisional_id] = _Primary(row.provisional_id, row.created_at)
