@@ -85,7 +85,11 @@ class Source:
         self.text = io.TextIOWrapper(
             binary, encoding="utf-8", errors="surrogateescape", newline=""
         )
-        self.is_ndjson = self._looks_like_ndjson(path)
+        try:
+            self.is_ndjson = self._looks_like_ndjson(path)
+        except (EOFError, zlib.error, OSError):  # the first bytes, when the name does not tell
+            self.close()
+            raise UnreadableInput(f"cannot read {path}: damaged or not gzip data") from None
 
     def _looks_like_ndjson(self, path: str) -> bool:
         stem = path[:-3] if path.endswith(".gz") else path
