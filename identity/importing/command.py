@@ -256,7 +256,7 @@ class _Import:
         loaded = 0
         try:
             batches = read_ahead(_batches(sorter.sorted_orders(), self.batch_size))
-            with closing(batches):  # type: ignore[type-var]  # a generator has close()
+            with closing(batches):
                 for batch in batches:
                     plan = self.loader.load(batch)
                     self.tally.add(plan.outcomes, len(plan.new_rows))
