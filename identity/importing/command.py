@@ -116,7 +116,9 @@ class _Import:
             load=lambda: stored,
             refresh_s=math.inf,
         )
-        self.validator = OrderValidator(blocklist, default_time=datetime.now(timezone.utc))
+        self.validator = OrderValidator(
+            blocklist, default_time=datetime.now(timezone.utc), phone_region=settings["PHONE_REGION"]
+        )
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )

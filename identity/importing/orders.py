@@ -8,7 +8,7 @@ POST /identify would answer with.
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from marshmallow import ValidationError
 
@@ -38,11 +38,13 @@ class Order:
 
 
 class OrderValidator:
-    def __init__(self, blocklist, default_time: datetime):
-        """default_time stands in for a missing createdAt (the time of the import)."""
+    def __init__(self, blocklist, default_time: datetime, phone_region: str | None = None):
+        """default_time stands in for a missing createdAt (the time of the import);
+        phone_region is PHONE_REGION, as for POST /identify."""
         self.default_time = default_time
         self._email = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_email, blocklist))
-        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_phone_number, blocklist))
+        normalise_phone = partial(normalise_phone_number, region=phone_region)
+        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_phone, blocklist))
 
     def validate(self, raw: RawOrder) -> Order | Reject:
         email, email_error = self._field(self._email, raw.email)
