@@ -58,6 +58,17 @@ def customer_by_values(conn, email: str | None, phone_number: str | None) -> Cus
     return consolidate(touched[0].rows)
 
 
+def first_row_holding(conn, email: str | None, phone_number: str | None) -> ContactRow:
+    """The oldest live row that holds the e-mail or the phone number: the row a search
+    for that value leads to (the support console)."""
+    for row in repository.find_customer(conn, email, phone_number):
+        if (email is not None and row.email == email) or (
+            phone_number is not None and row.phone_number == phone_number
+        ):
+            return row
+    raise NotFound()
+
+
 def _customer_of_contact(rows: list[ContactRow], contact_id: int) -> list:
     """The rows of the customer that contact_id belongs to, as SPEC §2 presents them."""
     for customer in linking.customers(rows):
@@ -80,13 +91,20 @@ def history(conn, contact_id: int) -> History:
 
     The customer and its events are read in one snapshot: a merge committing in between
     cannot give events that contradict the answer's primary."""
+    return customer_with_history(conn, contact_id)[1]
+
+
+def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], History]:
+    """The rows of the customer of contact_id, oldest first, and its history, read in
+    one snapshot (see history)."""
     rows, events = repository.customer_with_history(conn, contact_id)
     customer = _customer_of_contact(rows, contact_id)
     ids = {row.id for row in customer}
-    return History(
+    history = History(
         consolidate(customer).primary_contact_id,
         [Event(*event) for event in events if event[4] in ids],
     )
+    return customer, history
 
 
 def customer_rows(conn, contact_id: int) -> list[ContactRow]:

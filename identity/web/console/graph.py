@@ -1,7 +1,10 @@
 """The picture of a customer: a node per row, an edge between rows that share a value.
 
 Coordinates are computed here and drawn as inline SVG by the template, so the page needs
-no script. The primary sits in the centre; the other rows fill concentric rings, inner
+no script. Each node shows its row id in the circle and, under it, its values, shortened
+to LABEL_CHARS so that neighbours' labels never touch: node spacing and ring gap leave
+room for a label's width, so the picture is as legible at 300 rows as at 5 (it grows
+instead, and the page scrolls it). The primary sits in the centre; the other rows fill concentric rings, inner
 rings first, each ring clockwise from the top. They are taken in the order of a walk from
 the primary in which every row comes right after the row it hangs from: neighbours land
 in neighbouring places and most edges stay short. Ring spacing keeps nodes apart whatever
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from identity.customers.model import ContactRow
 
 NODE_RADIUS = 15
-NODE_SPACING = 40  # between neighbours on a ring, centre to centre
-RING_GAP = 48  # between rings
-MARGIN = NODE_RADIUS + 8
+LABEL_CHARS = 12  # a shortened value: about 60 picture units at the label's font size
+NODE_SPACING = 72  # between neighbours on a ring, centre to centre: a label and a gap
+RING_GAP = 72  # between rings: the labels of a ring clear the next one's
+MARGIN = NODE_SPACING // 2 + 8
 MIN_DISPLAY_SIZE = 320
 CROWDED_DEGREE = 12  # more edges than this at one row, and they cross other rows
 
@@ -40,6 +44,12 @@ class Node:
     @property
     def label(self) -> str:
         return str(self.row.id)
+
+    @property
+    def value_labels(self) -> list[str]:
+        """The row's e-mail and phone number, each shortened (the full values are in
+        the node's tooltip and in the table)."""
+        return [shorten(value) for value in (self.row.email, self.row.phone_number) if value]
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,11 @@ class Graph:
     def display_size(self) -> int:
         """Pixels on screen: a small customer is drawn up to twice as large, to be legible."""
         return round(max(self.size, min(2 * self.size, MIN_DISPLAY_SIZE)))
+
+
+def shorten(value: str, limit: int = LABEL_CHARS) -> str:
+    """The value's start, with an ellipsis when it is longer than limit characters."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def merges_of(history) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ from identity.web import access
 
 from . import auth
 from .graph import layout, merges_of
+from .paging import EVENTS_PER_PAGE, ROWS_PER_PAGE, page_holding, page_of
 from .search import SearchError, search
 
 bp = Blueprint(
@@ -119,9 +120,14 @@ def find():
     except SearchError as error:
         return render_template("search.html", query=text, error=error.message), 400
     if len(matches) == 1:
-        return redirect(url_for("console.customer", contact_id=matches[0].contact_id), 303)
+        return redirect(_customer_url(matches[0].contact_id), 303)
     status = 200 if matches else 404
     return render_template("search.html", query=text, matches=matches, searched=True), status
+
+
+def _customer_url(contact_id: int) -> str:
+    """The customer's page with the row scrolled into view (and highlighted: .found)."""
+    return url_for("console.customer", contact_id=contact_id, _anchor=f"row-{contact_id}")
 
 
 def _customer_rows(contact_id: int):
@@ -137,20 +143,38 @@ def hubs():
 @bp.get(_CONTACT)
 @access.role("support", proof=auth.session_token_digest)
 def customer(contact_id: int):
-    rows, history = run_unit(
-        lambda conn: (
-            lookups.customer_rows(conn, contact_id),
-            lookups.history(conn, contact_id),
-        )
+    """One page of rows (by default the page of the row asked for), one page of the
+    history (newest first), and the graph of the page's rows."""
+    rows, history = run_unit(lambda conn: lookups.customer_with_history(conn, contact_id))
+    position = next(index for index, row in enumerate(rows) if row.id == contact_id)
+    rows_page = page_of(
+        rows,
+        request.args.get("rows", type=int) or page_holding(position, ROWS_PER_PAGE),
+        ROWS_PER_PAGE,
+    )
+    events_page = page_of(
+        history.events[::-1], request.args.get("history", type=int), EVENTS_PER_PAGE
     )
     return render_template(
         "customer.html",
         contact_id=contact_id,
-        rows=rows,
+        rows=rows_page,
         customer=consolidate(rows),
-        graph=layout(rows, merges_of(history)),
-        history=history,
+        page_values=_values_of(rows_page.items),
+        graph=layout(rows_page.items, merges_of(history)),
+        history=events_page,
     )
+
+
+def _values_of(rows) -> dict[str, list[str]]:
+    """The distinct e-mails and phone numbers of some rows, oldest first (the detach
+    form offers the values of the rows on the page)."""
+    return {
+        "emails": list(dict.fromkeys(row.email for row in rows if row.email is not None)),
+        "phone_numbers": list(
+            dict.fromkeys(row.phone_number for row in rows if row.phone_number is not None)
+        ),
+    }
 
 
 def _chosen_value(rows) -> tuple[str, str]:
