@@ -150,7 +150,7 @@ def test_the_console_search_finds_the_customer_by_another_spelling(region_app, d
     token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
     found = client.post("/console/search", data={"q": "+44 7700 900123", "csrf_token": token})
     assert found.status_code == 303
-    assert found.headers["Location"].endswith("/console/contacts/1")
+    assert found.headers["Location"].endswith("/console/contacts/1#row-1")
 
 
 @pytest.mark.parametrize("region_app", ["GB"], indirect=True)

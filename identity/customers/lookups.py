@@ -91,20 +91,33 @@ def history(conn, contact_id: int) -> History:
 
     The customer and its events are read in one snapshot: a merge committing in between
     cannot give events that contradict the answer's primary."""
-    return customer_with_history(conn, contact_id)[1]
-
-
-def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], History]:
-    """The rows of the customer of contact_id, oldest first, and its history, read in
-    one snapshot (see history)."""
     rows, events = repository.customer_with_history(conn, contact_id)
     customer = _customer_of_contact(rows, contact_id)
     ids = {row.id for row in customer}
-    history = History(
+    return History(
         consolidate(customer).primary_contact_id,
         [Event(*event) for event in events if event[4] in ids],
     )
-    return customer, history
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    events: list[Event]  # newest first
+    offset: int  # newer events before this page
+    size: int  # events in the whole history
+    merges: list[tuple[int, int]]  # (demoted primary, the primary it joined), oldest first
+
+
+def customer_with_history_page(
+    conn, contact_id: int, offset: int, limit: int
+) -> tuple[list[ContactRow], HistoryPage]:
+    """The rows of the customer of contact_id, oldest first, and `limit` events of its
+    history from `offset` on, newest first, in one snapshot: a customer of thousands of
+    rows is shown a page at a time (the support console)."""
+    rows, events, size, merges = repository.customer_with_history_page(
+        conn, contact_id, _customer_of_contact, offset, limit
+    )
+    return rows, HistoryPage([Event(*event) for event in events], offset, size, merges)
 
 
 def customer_rows(conn, contact_id: int) -> list[ContactRow]:

@@ -88,15 +88,6 @@ def shorten(value: str, limit: int = LABEL_CHARS) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def merges_of(history) -> list[tuple[int, int]]:
-    """(demoted primary, the primary it joined) for every merge in a customer's history."""
-    return [
-        (event.contact_id, event.primary_id)
-        for event in history.events
-        if event.kind == "primary_demoted"
-    ]
-
-
 def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
     """(row id, row id) → what links them: the kinds of value they share, and "merge".
 
@@ -177,7 +168,7 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
 
 def layout(rows: list[ContactRow], merges: list[tuple[int, int]] = ()) -> Graph:
     """Place the rows of one customer (oldest first, as the look-ups return them);
-    merges: (demoted primary, survivor) pairs from its history (merges_of)."""
+    merges: (demoted primary, survivor) pairs from its history (lookups.HistoryPage)."""
     links = _links(rows, merges)
     centre, *others = _walk_order(rows, links)
     placed = {centre.id: Node(centre, 0.0, 0.0)}

@@ -26,9 +26,13 @@ class Page:
         return self.start + len(self.items)
 
 
+def page_count(total: int, size: int) -> int:
+    return max(1, math.ceil(total / size))
+
+
 def page_of(items: list, number: int | None, size: int) -> Page:
     """Page `number` (from 1; out of range means the nearest page) of `size` items."""
-    count = max(1, math.ceil(len(items) / size))
+    count = page_count(len(items), size)
     number = min(max(1, number or 1), count)
     start = (number - 1) * size
     return Page(items[start : start + size], number, count, len(items), start)
