@@ -11,8 +11,10 @@ in neighbouring places and most edges stay short. Ring spacing keeps nodes apart
 the size of the customer: a few hundred rows make about ten rings.
 
 A value carried by many rows would draw an edge between every two of them (a phone number
-on 300 rows: 44,850 edges). Each value is drawn instead as a star from the oldest row that
-carries it to every other: as connected, at most two edges per row.
+on 300 rows: 44,850 edges). Each value is drawn instead as a chain through the rows that
+carry it, in the order they are placed: as connected, at most two edges per row and value,
+and each edge joins rows placed side by side where it can. (A star from the oldest
+carrier, drawn before, sent long lines across the labels of every row in between.)
 
 Rows can belong to one customer without sharing a value: a checkout whose e-mail was known
 to one customer and whose phone number to another merges them without adding a row. The
@@ -28,8 +30,8 @@ from identity.customers.model import ContactRow
 
 NODE_RADIUS = 15
 LABEL_CHARS = 12  # a shortened value: about 60 picture units at the label's font size
-NODE_SPACING = 72  # between neighbours on a ring, centre to centre: a label and a gap
-RING_GAP = 72  # between rings: the labels of a ring clear the next one's
+NODE_SPACING = 88  # between neighbours on a ring, centre to centre: a label and a gap
+RING_GAP = 84  # between rings: the labels of a ring clear the next one's
 MARGIN = NODE_SPACING // 2 + 8
 MIN_DISPLAY_SIZE = 320
 CROWDED_DEGREE = 12  # more edges than this at one row, and they cross other rows
@@ -49,7 +51,10 @@ class Node:
     def value_labels(self) -> list[str]:
         """The row's e-mail and phone number, each shortened (the full values are in
         the node's tooltip and in the table)."""
-        return [shorten(value) for value in (self.row.email, self.row.phone_number) if value]
+        labels = [shorten(self.row.email)] if self.row.email else []
+        if self.row.phone_number:
+            labels.append(shorten(self.row.phone_number, keep="end"))
+        return labels
 
 
 @dataclass(frozen=True)
@@ -83,25 +88,30 @@ class Graph:
         return round(max(self.size, min(2 * self.size, MIN_DISPLAY_SIZE)))
 
 
-def shorten(value: str, limit: int = LABEL_CHARS) -> str:
-    """The value's start, with an ellipsis when it is longer than limit characters."""
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def shorten(value: str, limit: int = LABEL_CHARS, keep: str = "start") -> str:
+    """The value in at most limit characters, an ellipsis standing for the rest: an
+    e-mail keeps its start (the name), a phone number its end (the country code and
+    area are what numbers of one customer share)."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…" if keep == "start" else "…" + value[1 - limit :]
 
 
 def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
     """(row id, row id) → what links them: the kinds of value they share, and "merge".
 
-    Each value is a star from its oldest carrier; merges between rows no longer in the
-    customer are left out."""
-    first_carrier: dict[tuple[str, str], int] = {}
+    Each value is a chain through its carriers in the order of `rows`; merges between
+    rows no longer in the customer are left out."""
+    last_carrier: dict[tuple[str, str], int] = {}
     links: dict[tuple[int, int], set[str]] = {}
-    for row in rows:  # oldest first
+    for row in rows:
         for kind, value in (("email", row.email), ("phone", row.phone_number)):
             if value is None:
                 continue
-            first = first_carrier.setdefault((kind, value), row.id)
-            if first != row.id:
-                links.setdefault(tuple(sorted((first, row.id))), set()).add(kind)
+            previous = last_carrier.get((kind, value))
+            last_carrier[(kind, value)] = row.id
+            if previous is not None:
+                links.setdefault(tuple(sorted((previous, row.id))), set()).add(kind)
     live = {row.id for row in rows}
     for demoted, survivor in merges:
         if demoted in live and survivor in live and demoted != survivor:
@@ -169,11 +179,12 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
 def layout(rows: list[ContactRow], merges: list[tuple[int, int]] = ()) -> Graph:
     """Place the rows of one customer (oldest first, as the look-ups return them);
     merges: (demoted primary, survivor) pairs from its history (lookups.HistoryPage)."""
-    links = _links(rows, merges)
-    centre, *others = _walk_order(rows, links)
+    order = _walk_order(rows, _links(rows, merges))  # chains in creation order
+    centre, *others = order
     placed = {centre.id: Node(centre, 0.0, 0.0)}
     for row, (x, y) in zip(others, _ring_slots(len(others))):
         placed[row.id] = Node(row, x, y)
+    links = _links(order, merges)  # chains in the order of placement: short edges
     edges = [
         Edge(_edge_kind(kinds), placed[first], placed[other])
         for (first, other), kinds in sorted(links.items())

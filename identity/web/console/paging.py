@@ -4,7 +4,7 @@ page of history at a time, so its page stays small and quick whatever its size."
 import math
 from dataclasses import dataclass
 
-ROWS_PER_PAGE = 200
+ROWS_PER_PAGE = 300  # the graph draws the rows of the page: legible up to this many
 EVENTS_PER_PAGE = 100
 
 
