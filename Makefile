@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver import import-file renormalise test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
+.PHONY: help run serve db-init deliver import import-file renormalise bench-big test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.
 
 bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
 	$(PY) tests/bench.py
+
+bench-big: $(STAMP) ## one customer of 30,000 rows: checkouts, look-ups, console page (~1 min)
+	$(PY) tests/bench_big_customer.py
 
 profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
 	$(PY) tests/cpu_profile.py

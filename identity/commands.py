@@ -150,7 +150,7 @@ def _echo_report(report: renormalise.Report, dry_run: bool) -> None:
     click.echo(
         f"renormalise{' (dry run, nothing changed)' if dry_run else ''}: "
         f"{report.phones} phones, {report.rows} live rows {would}rewritten, "
-        f"{len(report.merges)} merges"
+        f"{len(report.merges)} merge{'' if len(report.merges) == 1 else 's'}"
         + ("" if dry_run else f", {report.deleted_rows} deleted rows rewritten")
     )
 
