@@ -135,7 +135,9 @@ def renormalise_command(dry_run: bool) -> None:
             retry_budget=current_app.config["RETRY_BUDGET"],
         )
     except renormalise.TooManyConflicts:
-        raise click.ClickException("live traffic kept a phone's customers busy: run it again") from None
+        raise click.ClickException(
+            "live traffic kept a phone's customers busy: run it again"
+        ) from None
     finally:
         conn.close()
     _echo_report(report, dry_run)

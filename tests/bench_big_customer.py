@@ -96,10 +96,20 @@ def parts_of_a_checkout(database_url: str, repeat: int) -> None:
 
     server_ms = [executed_in_postgresql() for _ in range(repeat)]
     for _ in range(repeat):
-        rows = timed("SQL: the customer's rows (find_customer)", lambda: repository.find_customer(conn, "big0@shop.test", None))
-        found = timed("Python: linking.customers", lambda: linking.customers(rows))
-        customer = timed("Python: consolidate (SPEC §3)", lambda: consolidate(found[0].rows))
-        timed("Python: marshmallow dump + JSON", lambda: app.json.dumps(identify_response.dump({"contact": customer})))
+        rows = timed(
+            "SQL: the customer's rows (find_customer)",
+            lambda: repository.find_customer(conn, "big0@shop.test", None),
+        )
+        found = timed("Python: linking.customers", lambda rows=rows: linking.customers(rows))
+        customer = timed(
+            "Python: consolidate (SPEC §3)", lambda found=found: consolidate(found[0].rows)
+        )
+        timed(
+            "Python: marshmallow dump + JSON",
+            lambda customer=customer: app.json.dumps(
+                identify_response.dump({"contact": customer})
+            ),
+        )
     conn.close()
     print(f"  {'PostgreSQL: executing it (EXPLAIN ANALYZE)':<50} {min(server_ms):7.0f} ms best")
     for name, times in parts.items():
@@ -125,18 +135,45 @@ def main() -> int:
         client = app.test_client()
         last = args.rows
         new_emails = iter(range(10**9))
-        measure("POST /identify, nothing new", lambda: client.post("/identify", json={"email": "big0@shop.test"}), args.repeat)
         measure(
-            "POST /identify, a new e-mail (inserts a row)",
-            lambda: client.post("/identify", json={"email": f"new{next(new_emails)}@shop.test", "phoneNumber": HUB_PHONE}),
+            "POST /identify, nothing new",
+            lambda: client.post("/identify", json={"email": "big0@shop.test"}),
             args.repeat,
         )
-        measure("GET /identify?email=", lambda: client.get("/identify?email=big0@shop.test"), args.repeat)
-        measure("GET /identify?phoneNumber= (all rows match)", lambda: client.get(f"/identify?phoneNumber={HUB_PHONE}"), args.repeat)
+        measure(
+            "POST /identify, a new e-mail (inserts a row)",
+            lambda: client.post(
+                "/identify",
+                json={"email": f"new{next(new_emails)}@shop.test", "phoneNumber": HUB_PHONE},
+            ),
+            args.repeat,
+        )
+        measure(
+            "GET /identify?email=",
+            lambda: client.get("/identify?email=big0@shop.test"),
+            args.repeat,
+        )
+        measure(
+            "GET /identify?phoneNumber= (all rows match)",
+            lambda: client.get(f"/identify?phoneNumber={HUB_PHONE}"),
+            args.repeat,
+        )
         measure("GET /contacts/{id}", lambda: client.get(f"/contacts/{last}"), args.repeat)
-        measure("GET /contacts/{id}/history", lambda: client.get(f"/contacts/{last}/history"), args.repeat)
-        measure("console: customer page, first page", lambda: client.get("/console/contacts/1"), args.repeat)
-        measure("console: customer page of the newest row", lambda: client.get(f"/console/contacts/{last}"), args.repeat)
+        measure(
+            "GET /contacts/{id}/history",
+            lambda: client.get(f"/contacts/{last}/history"),
+            args.repeat,
+        )
+        measure(
+            "console: customer page, first page",
+            lambda: client.get("/console/contacts/1"),
+            args.repeat,
+        )
+        measure(
+            "console: customer page of the newest row",
+            lambda: client.get(f"/console/contacts/{last}"),
+            args.repeat,
+        )
         close_pool(app)
         print("where the time of `POST /identify, nothing new` goes:")
         parts_of_a_checkout(database_url, args.repeat)

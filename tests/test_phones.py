@@ -17,7 +17,12 @@ INDIA_SPELLINGS = ["098765 43210", "+91 98765 43210", "0091 9876543210", "987654
 @pytest.fixture
 def region_app(db, database_url, request):
     app = create_app(
-        {"TESTING": True, "DATABASE_URL": database_url, "POOL_SIZE": 2, "PHONE_REGION": request.param}
+        {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "POOL_SIZE": 2,
+            "PHONE_REGION": request.param,
+        }
     )
     yield app
     close_pool(app)

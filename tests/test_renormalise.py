@@ -55,7 +55,8 @@ def customers(db) -> set[tuple]:
                       array_agg(DISTINCT member.phoneNumber)
                           FILTER (WHERE member.phoneNumber IS NOT NULL)
                  FROM contact AS member
-                 JOIN contact AS primary_row ON primary_row.id = COALESCE(member.linkedId, member.id)
+                 JOIN contact AS primary_row
+                   ON primary_row.id = COALESCE(member.linkedId, member.id)
                 WHERE member.deletedAt IS NULL
                 GROUP BY primary_row.id"""
         )
@@ -71,7 +72,8 @@ def value_rows(db) -> list[tuple]:
         cur.execute(
             """SELECT member.email, member.phoneNumber, primary_row.email, primary_row.phoneNumber
                  FROM contact AS member
-                 JOIN contact AS primary_row ON primary_row.id = COALESCE(member.linkedId, member.id)
+                 JOIN contact AS primary_row
+                   ON primary_row.id = COALESCE(member.linkedId, member.id)
                 WHERE member.deletedAt IS NULL
                 ORDER BY member.createdAt, member.id"""
         )
@@ -98,9 +100,7 @@ def renormalise(app, *options: str):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_renormalise_gives_the_customers_of_a_replay_with_the_setting(
-    seed, client, gb_app, db
-):
+def test_renormalise_gives_the_customers_of_a_replay_with_the_setting(seed, client, gb_app, db):
     orders = checkouts(seed)
     fill(gb_app.test_client(), orders)
     replayed_customers, replayed_rows = customers(db), value_rows(db)
@@ -149,7 +149,9 @@ def test_renormalise_gives_the_same_rows_as_a_replay_when_each_checkout_brought_
 
 
 def test_the_dry_run_reports_the_merges_and_changes_nothing(client, gb_app, db):
-    fill(client, [{"email": f"e{n}@shop.test", "phoneNumber": UK[n].format(n=123)} for n in range(4)])
+    fill(
+        client, [{"email": f"e{n}@shop.test", "phoneNumber": UK[n].format(n=123)} for n in range(4)]
+    )
     before = snapshot(db)
 
     output = renormalise(gb_app, "--dry-run")
@@ -161,7 +163,9 @@ def test_the_dry_run_reports_the_merges_and_changes_nothing(client, gb_app, db):
 
 
 def test_a_second_run_changes_nothing(client, gb_app, db):
-    fill(client, [{"email": f"e{n}@shop.test", "phoneNumber": UK[n].format(n=123)} for n in range(4)])
+    fill(
+        client, [{"email": f"e{n}@shop.test", "phoneNumber": UK[n].format(n=123)} for n in range(4)]
+    )
     renormalise(gb_app)
     after_first = snapshot(db)
     output = renormalise(gb_app)
@@ -210,5 +214,7 @@ def test_checkouts_during_renormalise_leave_the_invariants_true(client, gb_app, 
     assert errors == []
     with db.cursor() as cur:
         assert find_violations(cur.connection) == []
-        cur.execute("SELECT count(*) FROM contact WHERE phoneNumber LIKE '0%%' AND deletedAt IS NULL")
+        cur.execute(
+            "SELECT count(*) FROM contact WHERE phoneNumber LIKE '0%%' AND deletedAt IS NULL"
+        )
         assert cur.fetchone() == (0,)

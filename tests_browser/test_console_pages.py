@@ -23,14 +23,16 @@ const boxes = [];
 document.querySelectorAll('svg .node').forEach((node, index) => {
   node.querySelectorAll('circle, text.value').forEach(part => {
     const box = part.getBoundingClientRect();
-    boxes.push({node: index, text: part.textContent, left: box.left, right: box.right, top: box.top, bottom: box.bottom});
+    boxes.push({node: index, text: part.textContent,
+                left: box.left, right: box.right, top: box.top, bottom: box.bottom});
   });
 });
 const overlaps = [];
 for (let i = 0; i < boxes.length; i++) {
   for (let j = i + 1; j < boxes.length; j++) {
     const a = boxes[i], b = boxes[j];
-    if (a.node !== b.node && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) {
+    const apart = a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top;
+    if (a.node !== b.node && !apart) {
       overlaps.push(a.text + ' / ' + b.text);
     }
   }

@@ -8,7 +8,7 @@ import email_validator
 import phonenumbers
 from marshmallow import ValidationError
 
-from .blocklist import Blocklist
+from .blocklist import Blocks
 
 MAX_EMAIL_LENGTH = 254
 # SPEC §4 validates syntax only: example.com, .test, .local and the other special-use
@@ -41,7 +41,7 @@ class AllValuesBlocked(Exception):
         self.fields = fields_
 
 
-def normalise_email(value, blocklist: Blocklist) -> str | Blocked | None:
+def normalise_email(value, blocklist: Blocks) -> str | Blocked | None:
     """SPEC §4 for an e-mail: trimmed, lower-cased, valid; blank means absent.
 
     The one copy of the rule: the request schema and the bulk import both call it."""
@@ -70,7 +70,9 @@ def _normalised_email(email: str) -> str:
     return address.normalized.lower()
 
 
-def normalise_phone_number(value, blocklist: Blocklist, region: str | None = None) -> str | Blocked | None:
+def normalise_phone_number(
+    value, blocklist: Blocks, region: str | None = None
+) -> str | Blocked | None:
     """SPEC §4 for a phone number: a string or a non-negative integer, separators removed;
     blank means absent. With region (PHONE_REGION), a number of that region's plan, or an
     international one, becomes E.164 (to_e164). The one copy of the rule (see
@@ -110,7 +112,8 @@ def to_e164(phone_number: str, region: str) -> str:
     prefix is dropped (07700900123), and digits that start with the region's country code
     and fit its plan without it are international (447700900123 with GB)."""
     international = phone_number.startswith(("+", "00"))
-    text = "+" + phone_number.removeprefix("+").removeprefix("00") if international else phone_number
+    digits = phone_number.removeprefix("+").removeprefix("00")
+    text = "+" + digits if international else phone_number
     try:
         number = phonenumbers.parse(text, None if international else region)
     except phonenumbers.NumberParseException:
@@ -129,14 +132,18 @@ def _fits_plan(number: phonenumbers.PhoneNumber) -> bool:
     library's release, which would then stay a second spelling of one phone."""
     if phonenumbers.is_valid_number(number):
         return True
-    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:  # too short, or local only
+        return False
+    if number.country_code is None:
         return False
     main_region = phonenumbers.region_code_for_country_code(number.country_code)
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(main_region)
-    if metadata is None or metadata.general_desc.national_number_pattern is None:
+    plan = metadata.general_desc if metadata else None
+    if plan is None or plan.national_number_pattern is None:
         return False
     national = phonenumbers.national_significant_number(number)
-    return re.fullmatch(metadata.general_desc.national_number_pattern, national) is not None
+    return re.fullmatch(plan.national_number_pattern, national) is not None
 
 
 def known_region(region: str) -> bool:

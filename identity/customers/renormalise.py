@@ -122,7 +122,9 @@ def _with_retries(conn, respelling: Respelling, request_id: str, retry_budget: i
     raise TooManyConflicts()
 
 
-def _rewrite(conn, respelling: Respelling, request_id: str) -> tuple[list[ContactRow], Merge | None]:
+def _rewrite(
+    conn, respelling: Respelling, request_id: str
+) -> tuple[list[ContactRow], Merge | None]:
     """One phone in one transaction: lock, read again, rewrite, merge, commit."""
     seen = _customers_holding(conn, respelling)
     seen_roots = {customer.root_id for customer in linking.customers(seen)}

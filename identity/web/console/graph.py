@@ -4,17 +4,17 @@ Coordinates are computed here and drawn as inline SVG by the template, so the pa
 no script. Each node shows its row id in the circle and, under it, its values, shortened
 to LABEL_CHARS so that neighbours' labels never touch: node spacing and ring gap leave
 room for a label's width, so the picture is as legible at 300 rows as at 5 (it grows
-instead, and the page scrolls it). The primary sits in the centre; the other rows fill concentric rings, inner
-rings first, each ring clockwise from the top. They are taken in the order of a walk from
-the primary in which every row comes right after the row it hangs from: neighbours land
-in neighbouring places and most edges stay short. Ring spacing keeps nodes apart whatever
-the size of the customer: a few hundred rows make about ten rings.
+instead, and the page scrolls it). The primary sits in the centre; the other rows fill
+concentric rings, inner rings first, each ring clockwise from the top. They are taken in
+the order of a walk from the primary in which every row comes right after the row it
+hangs from: neighbours land in neighbouring places and most edges stay short. Ring
+spacing keeps nodes apart whatever the size of the customer: 300 rows make ten rings.
 
 A value carried by many rows would draw an edge between every two of them (a phone number
 on 300 rows: 44,850 edges). Each value is drawn instead as a chain through the rows that
 carry it, in the order they are placed: as connected, at most two edges per row and value,
-and each edge joins rows placed side by side where it can. (A star from the oldest
-carrier, drawn before, sent long lines across the labels of every row in between.)
+and each edge joins rows placed side by side where it can (a star from the oldest carrier
+would send long lines across the labels of every row in between).
 
 Rows can belong to one customer without sharing a value: a checkout whose e-mail was known
 to one customer and whose phone number to another merges them without adding a row. The
@@ -24,6 +24,7 @@ own between the demoted primary and the one it joined, so every link has a line.
 
 import math
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from identity.customers.model import ContactRow
@@ -77,7 +78,7 @@ class Graph:
     @property
     def crowded(self) -> bool:
         """Some row has so many edges that they pass behind other rows (drawn thinner)."""
-        degree = Counter()
+        degree: Counter[int] = Counter()
         for edge in self.edges:
             degree.update((edge.source.row.id, edge.target.row.id))
         return max(degree.values(), default=0) > CROWDED_DEGREE
@@ -111,7 +112,7 @@ def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
             previous = last_carrier.get((kind, value))
             last_carrier[(kind, value)] = row.id
             if previous is not None:
-                links.setdefault(tuple(sorted((previous, row.id))), set()).add(kind)
+                links.setdefault((min(previous, row.id), max(previous, row.id)), set()).add(kind)
     live = {row.id for row in rows}
     for demoted, survivor in merges:
         if demoted in live and survivor in live and demoted != survivor:
@@ -176,13 +177,13 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
     return slots
 
 
-def layout(rows: list[ContactRow], merges: list[tuple[int, int]] = ()) -> Graph:
+def layout(rows: list[ContactRow], merges: Sequence[tuple[int, int]] = ()) -> Graph:
     """Place the rows of one customer (oldest first, as the look-ups return them);
     merges: (demoted primary, survivor) pairs from its history (lookups.HistoryPage)."""
     order = _walk_order(rows, _links(rows, merges))  # chains in creation order
     centre, *others = order
     placed = {centre.id: Node(centre, 0.0, 0.0)}
-    for row, (x, y) in zip(others, _ring_slots(len(others))):
+    for row, (x, y) in zip(others, _ring_slots(len(others)), strict=True):
         placed[row.id] = Node(row, x, y)
     links = _links(order, merges)  # chains in the order of placement: short edges
     edges = [
