@@ -144,8 +144,20 @@ def test_renormalise_gives_the_same_rows_as_a_replay_when_each_checkout_brought_
     assert "merge: 3, 4 merged into customer 1" in output
     assert "merge: 6 merged into customer 2" in output
     with db.cursor() as cur:
-        cur.execute("SELECT contactId, primaryId FROM contact_event WHERE kind = 'primary_demoted'")
-        assert sorted(cur.fetchall()) == [(3, 1), (4, 1), (6, 2)]
+        cur.execute(
+            "SELECT contactId, primaryId, requestId FROM contact_event"
+            " WHERE kind = 'primary_demoted'"
+        )
+        demotions = cur.fetchall()
+    assert sorted(row[:2] for row in demotions) == [(3, 1), (4, 1), (6, 2)]
+    assert all(row[2].startswith("renormalise-") for row in demotions)
+    feed = client.get("/events", query_string={"limit": 1000}).get_json()["events"]
+    merged = [
+        (event["primaryContactId"], event["demotedPrimaryContactIds"])
+        for event in feed
+        if event["kind"] == "customers_merged"
+    ]
+    assert sorted(merged) == [(1, [3]), (1, [4]), (2, [6])]
 
 
 def test_the_dry_run_reports_the_merges_and_changes_nothing(client, gb_app, db):
