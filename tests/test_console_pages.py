@@ -79,6 +79,10 @@ def test_the_page_opens_at_the_row_asked_for(big_customer, local):
 
 @pytest.mark.parametrize("asked", ["0", "-3", "99", "x"])
 def test_a_page_out_of_range_shows_the_nearest(big_customer, local, asked):
-    response = local.get(f"/console/contacts/1?rows={asked}")
+    response = local.get(f"/console/contacts/1?rows={asked}&history={asked}")
     assert response.status_code == 200
-    assert table_rows(text_of(response))[0] in (1, 1801)
+    page = text_of(response)
+    last = asked == "99"
+    assert table_rows(page)[0] == (1801 if last else 1)
+    assert ("Row #1 created" in timeline(page)[-1]) == last
+    assert f"page {20 if last else 1} of 20" in page  # the history's pager

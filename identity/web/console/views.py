@@ -147,10 +147,8 @@ def hubs():
 def customer(contact_id: int):
     """One page of rows (by default the page of the row asked for), one page of the
     history (newest first), and the graph of the page's rows."""
-    history_number = max(1, request.args.get("history", type=int) or 1)
-    offset = (history_number - 1) * EVENTS_PER_PAGE
-    rows, history = run_unit(
-        lambda conn: lookups.customer_with_history_page(conn, contact_id, offset, EVENTS_PER_PAGE)
+    rows, history, history_number = _rows_and_history(
+        contact_id, max(1, request.args.get("history", type=int) or 1)
     )
     position = next(index for index, row in enumerate(rows) if row.id == contact_id)
     rows_page = page_of(
@@ -170,9 +168,22 @@ def customer(contact_id: int):
             history_number,
             page_count(history.size, EVENTS_PER_PAGE),
             history.size,
-            offset,
+            history.offset,
         ),
     )
+
+
+def _rows_and_history(contact_id: int, history_number: int):
+    """The customer's rows and page history_number of its history, or its last page
+    when there are fewer (a stale link: one more read)."""
+    offset = (history_number - 1) * EVENTS_PER_PAGE
+    rows, history = run_unit(
+        lambda conn: lookups.customer_with_history_page(conn, contact_id, offset, EVENTS_PER_PAGE)
+    )
+    last = page_count(history.size, EVENTS_PER_PAGE)
+    if history_number > last:
+        return _rows_and_history(contact_id, last)
+    return rows, history, history_number
 
 
 @dataclass(frozen=True)
