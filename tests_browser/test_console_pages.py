@@ -40,12 +40,13 @@ for (let i = 0; i < boxes.length; i++) {
 return overlaps;
 """
 
-# Whether an element is inside the visible part of its scroll box and of the window.
+# Whether an element is inside the visible part of its scroll box (arguments[1], a
+# selector) and of the window.
 IN_VIEW = """
-const element = arguments[0], box = element.closest('.scroll-box').getBoundingClientRect();
+const element = arguments[0], box = element.closest(arguments[1]).getBoundingClientRect();
 const rect = element.getBoundingClientRect();
 return rect.top >= box.top && rect.bottom <= box.bottom && rect.top >= 0
-    && rect.bottom <= window.innerHeight;
+    && rect.bottom <= window.innerHeight && rect.left >= box.left && rect.right <= box.right;
 """
 
 
@@ -131,8 +132,13 @@ def test_the_graph_labels_every_row_legibly(signed_in, server, row_ids, size):
     assert labels[1].text.startswith("…")  # a phone keeps its end
     # Drawn at its own size: a label is as large on screen at 300 rows as at 5.
     assert labels[0].size["height"] >= 9
-    shoot_whole_graph(browser, f"20-graph-of-{size}-rows")
     assert browser.execute_script(OVERLAPS) == []
+    if size > 50:  # larger than its box: a link scrolls the box to the row
+        browser.find_element(By.LINK_TEXT, f"go to row #{row_ids[size][0]}").click()
+        primary = browser.find_element(By.ID, f"node-{row_ids[size][0]}")
+        assert browser.execute_script(IN_VIEW, primary, ".graph-scroll")
+        browser.save_screenshot(str(SCREENSHOTS / f"20-graph-of-{size}-rows-go-to-primary.png"))
+    shoot_whole_graph(browser, f"20-graph-of-{size}-rows")
 
 
 def test_a_search_highlights_the_row_that_matched_and_scrolls_to_it(signed_in, server, row_ids):
@@ -142,7 +148,7 @@ def test_a_search_highlights_the_row_that_matched_and_scrolls_to_it(signed_in, s
     assert browser.current_url.endswith(f"/console/contacts/{ids[41]}#row-{ids[41]}")
     found = browser.find_elements(By.CSS_SELECTOR, "table.rows tr.found")
     assert [row.get_attribute("id") for row in found] == [f"row-{ids[41]}"]
-    assert browser.execute_script(IN_VIEW, found[0])
+    assert browser.execute_script(IN_VIEW, found[0], ".scroll-box")
     primary_row = browser.find_element(By.ID, f"row-{ids[0]}")
     assert "found" not in primary_row.get_attribute("class")
     assert browser.find_elements(By.CSS_SELECTOR, "svg .node.found")  # marked in the graph too
@@ -180,5 +186,5 @@ def test_a_customer_of_700_rows_is_paged(signed_in, server, row_ids):
     found = browser.find_element(By.CSS_SELECTOR, "table.rows tr.found")
     assert found.get_attribute("id") == f"row-{ids[650]}"
     assert "601–700 of 700" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text
-    assert browser.execute_script(IN_VIEW, found)
+    assert browser.execute_script(IN_VIEW, found, ".scroll-box")
     browser.save_screenshot(str(SCREENSHOTS / "24-search-found-row-650-of-700.png"))
