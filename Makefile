@@ -14,7 +14,7 @@ WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_
 # The installed command; a bad setting stops it with one line naming the variable (exit 2).
 IDENTITY := $(PY) -m identity.cli
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean clean-data lint
+.PHONY: help run serve db-init deliver import import-file renormalise bench-big test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean clean-data lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -86,11 +86,17 @@ lock: ## regenerate requirements.lock from setup.cfg with pip-tools
 		--no-emit-find-links --output-file requirements.lock setup.cfg
 	rm -rf .lock-venv
 
+renormalise: $(STAMP) ## after changing PHONE_REGION: rewrite stored phones, merge customers (DRY_RUN=1: report only)
+	$(WITH_DB) $(IDENTITY) renormalise $(if $(DRY_RUN),--dry-run)
+
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
 bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
 	$(PY) tests/bench.py
+
+bench-big: $(STAMP) ## one customer of 30,000 rows: checkouts, look-ups, console page (~1 min)
+	$(PY) tests/bench_big_customer.py
 
 profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
 	$(PY) tests/cpu_profile.py

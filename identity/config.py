@@ -12,6 +12,8 @@ import re
 from importlib import metadata, resources
 from pathlib import Path
 
+from identity.customers.normalise import known_region
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The name on the package index; the import package stays `identity`.
 DISTRIBUTION = "identity-reconciler"
@@ -131,6 +133,22 @@ def _blocklist(name: str, default: str) -> str:
     return raw
 
 
+def _region(name: str) -> str | None:
+    try:
+        return phone_region(_raw(name))
+    except ValueError:
+        allowed = "a region code with a phone numbering plan (GB, IN, ...)"
+        raise ConfigError(name, os.environ.get(name, ""), allowed) from None
+
+
+def phone_region(region: str | None) -> str | None:
+    """PHONE_REGION checked: a typo must stop the service, not silently store two forms."""
+    region = region.strip().upper() if region else None
+    if region is not None and not known_region(region):
+        raise ValueError(f"PHONE_REGION={region!r} is not a region with a phone numbering plan")
+    return region
+
+
 def default_workers() -> int:
     """One worker process per CPU this process may run on (cgroup and taskset aware)."""
     return len(os.sched_getaffinity(0))
@@ -190,4 +208,7 @@ def from_environment() -> dict:
         # alert records it, block also puts it on the stored blocklist.
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
         "HUB_ACTION": _choice("HUB_ACTION", "alert", HUB_ACTIONS),
+        # Phone numbers of this region (GB, IN, ...) and international ones are stored in
+        # E.164 (identity/customers/normalise.py); unset: separators removed only.
+        "PHONE_REGION": _region("PHONE_REGION"),
     }
