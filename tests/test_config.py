@@ -22,7 +22,8 @@ REPORTED = [("HUB_ACTION", "blok"), ("BLOCKLIST", "strict"), ("SESSION_COOKIE_SE
 @pytest.mark.parametrize(
     "name, value",
     [*REPORTED, ("PORT", "http"), ("WORKERS", "0"), ("LOG_LEVEL", "loud"),
-     ("TRUSTED_PROXY_HEADERS", "x-real-ip"), ("REQUEST_DEADLINE_S", "soon")],
+     ("TRUSTED_PROXY_HEADERS", "x-real-ip"), ("REQUEST_DEADLINE_S", "soon"),
+     ("PHONE_REGION", "XX")],
 )
 def test_a_bad_value_is_named_with_what_is_allowed(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
