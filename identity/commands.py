@@ -28,8 +28,10 @@ from identity.process.logs import configure_logging
 @with_appcontext
 def init_db_command() -> None:
     """Apply the pending schema migrations (safe to repeat)."""
+    config = current_app.config
+    database_url = config["MIGRATION_DATABASE_URL"] or config["DATABASE_URL"]
     try:
-        report = migrate(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])
+        report = migrate(database_url, config["SCHEMA_DIR"])
     except MigrationError as error:
         raise click.ClickException(str(error)) from None
     for name in report.applied:

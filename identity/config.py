@@ -33,6 +33,9 @@ def from_environment() -> dict:
     idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        # Optional: where init-db connects instead of DATABASE_URL, e.g. the primary itself
+        # rather than PgBouncer (migrations work through either; docs/deployment.md).
+        "MIGRATION_DATABASE_URL": os.environ.get("MIGRATION_DATABASE_URL", ""),
         "HOST": os.environ.get("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 3000),
         "WORKERS": _int("WORKERS", default_workers()),

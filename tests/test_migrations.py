@@ -10,6 +10,7 @@ from psycopg2.extensions import make_dsn
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
+from identity.database import ledger as ledger_sql
 from identity.database.connections import close_pool
 from identity.database.migrations import MigrationError, discover, migrate
 
@@ -197,4 +198,44 @@ def test_concurrent_runs_apply_each_migration_once(fresh_database, tmp_path):
     assert failures == []
     applied = [name for report in reports for name in report.applied]
     assert sorted(applied) == [m.name for m in discover(schema_dir)]  # each exactly once
-    assert sorted(report.applied == [] for report in reports) == [False, True]
+    # Taking turns per migration, each run applied its share in file order.
+    assert all(report.applied == sorted(report.applied) for report in reports)
+    assert query(fresh_database, "SELECT to_regclass('slow_done') IS NOT NULL") == [(True,)]
+
+
+def test_a_run_waits_for_the_migration_lock_only_so_long(fresh_database):
+    holder = psycopg2.connect(fresh_database)
+    try:
+        with holder.cursor() as cur:  # a transaction of another run, stuck mid-migration
+            cur.execute(ledger_sql.LOCK_MIGRATIONS)
+        with pytest.raises(MigrationError, match="another init-db has held the migration lock"):
+            migrate(fresh_database, SCHEMA_DIR, lock_wait_s=0.2)
+    finally:
+        holder.close()
+    assert migrate(fresh_database, SCHEMA_DIR).applied == [m.name for m in discover(SCHEMA_DIR)]
+
+
+def test_a_migration_waits_for_a_table_lock_only_so_long(fresh_database, tmp_path):
+    migrate(fresh_database, SCHEMA_DIR)
+    schema_dir = tmp_path / "sql"
+    shutil.copytree(SCHEMA_DIR, schema_dir)
+    (schema_dir / "999_alter.sql").write_text("ALTER TABLE contact ADD COLUMN note text;")
+    reader = psycopg2.connect(fresh_database)
+    try:
+        with reader.cursor() as cur:  # a long transaction that has read the table
+            cur.execute("SELECT count(*) FROM contact")
+        with pytest.raises(MigrationError, match="999_alter.sql waited over 0.2 s"):
+            migrate(fresh_database, schema_dir, lock_wait_s=0.2)
+    finally:
+        reader.close()
+    assert "999_alter.sql" not in ledger(fresh_database)
+    assert migrate(fresh_database, schema_dir).applied == ["999_alter.sql"]
+
+
+def test_init_db_uses_the_migration_url_when_it_is_set(fresh_database):
+    app = create_app(
+        {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "MIGRATION_DATABASE_URL": fresh_database}
+    )
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert ledger(fresh_database).keys() == {m.name for m in discover(SCHEMA_DIR)}

@@ -1,8 +1,13 @@
 """The migration ledger's SQL: which files of sql/ a database has applied (migrations.py)."""
 
-# One key for every migration run: concurrent runs wait for each other. A session lock,
-# since every migration commits on its own.
-LOCK_MIGRATIONS = "SELECT pg_advisory_lock(hashtextextended('identity schema migrations', 0))"
+# One key for every migration run: concurrent runs take turns, one migration at a time.
+# A transaction lock, released at the migration's commit: a session lock would outlive
+# the run on a pooler's server connection.
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(hashtextextended('identity schema migrations', 0))"
+
+# The bound on this transaction's lock waits (the migration lock's and the tables' a
+# migration changes), for this transaction only.
+BOUND_LOCK_WAITS = "SELECT set_config('lock_timeout', %(lock_ms)s, true)"
 
 CREATE_MIGRATION_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migration (
@@ -15,6 +20,11 @@ CREATE TABLE IF NOT EXISTS schema_migration (
 APPLIED_MIGRATIONS = "SELECT name, checksum FROM schema_migration"
 
 RECORD_MIGRATION = "INSERT INTO schema_migration (name, checksum) VALUES (%(name)s, %(checksum)s)"
+
+
+def bound_lock_waits(conn, seconds: float) -> None:
+    with conn.cursor() as cur:
+        cur.execute(BOUND_LOCK_WAITS, {"lock_ms": str(max(1, round(seconds * 1000)))})
 
 
 def lock_migrations(conn) -> None:

@@ -37,6 +37,10 @@ class WebhookConfig:
     backoff_max_s: float
     # How often an idle deliverer, or one waiting for the subscriber's lock, looks again.
     poll_interval_s: float
+    # How long a deliverer's right to its subscriber lasts unless renewed: the wait before
+    # another deliverer takes over from one that died. At least 3 x timeout_s, so that a
+    # lease renewed at half-life outlasts the next POST.
+    lease_s: float
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> "WebhookConfig":
@@ -50,13 +54,18 @@ class WebhookConfig:
         subscriber = environ.get("WEBHOOK_SUBSCRIBER", "default")
         if not subscriber:
             raise ConfigError("WEBHOOK_SUBSCRIBER must not be empty")
+        timeout_s = _number(environ, "WEBHOOK_TIMEOUT_S", 10.0)
+        lease_s = _number(environ, "WEBHOOK_LEASE_S", max(30.0, 3 * timeout_s))
+        if lease_s < 3 * timeout_s:
+            raise ConfigError("WEBHOOK_LEASE_S must be at least 3 times WEBHOOK_TIMEOUT_S")
         return cls(
             url=url,
             secret=secret.encode(),
             subscriber=subscriber,
             batch_size=_number(environ, "WEBHOOK_BATCH_SIZE", 100, int, 0, feed.MAX_LIMIT),
-            timeout_s=_number(environ, "WEBHOOK_TIMEOUT_S", 10.0),
+            timeout_s=timeout_s,
             backoff_base_s=_number(environ, "WEBHOOK_BACKOFF_BASE_S", 0.5),
             backoff_max_s=_number(environ, "WEBHOOK_BACKOFF_MAX_S", 60.0),
             poll_interval_s=_number(environ, "WEBHOOK_POLL_S", 0.5),
+            lease_s=lease_s,
         )
