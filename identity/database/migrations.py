@@ -19,7 +19,12 @@ from pathlib import Path
 
 import psycopg2
 
-from . import ledger
+from . import ledger, transaction
+
+# Each migration's transaction: no statement limit (an index on a large table takes what
+# it takes), but its lock waits are short, since requests queue behind a waiting lock.
+MIGRATION_LIMITS = transaction.Limits(statement_ms=0, lock_ms=5000, idle_ms=0)
+MIGRATION_RETRIES = 5
 
 _MIGRATION_NAME = re.compile(r"[0-9]{3}_[a-z0-9_]+\.sql")
 
@@ -89,13 +94,30 @@ def _refuse_changed(migrations: list[Migration], recorded: dict[str, str]) -> No
 
 
 def _apply(conn, migration: Migration) -> None:
-    """The migration and its ledger row, in one transaction."""
+    """The migration and its ledger row, in one transaction, under the one retry policy:
+    a lock wait longer than MIGRATION_LIMITS allows (live traffic holding the table) or a
+    deadlock rolls the migration back and runs it again, so that it never queues every
+    request behind its lock for long."""
     with conn.cursor() as cur:
-        cur.execute("BEGIN")
-        try:
+
+        def attempt() -> None:
+            transaction.begin(cur, limits=MIGRATION_LIMITS)
             cur.execute(migration.sql)
             ledger.record_migration(conn, migration.name, migration.checksum)
-            cur.execute("COMMIT")
+            transaction.commit(cur)
+
+        try:
+            transaction.run(
+                attempt,
+                budget=MIGRATION_RETRIES,
+                rollback=lambda: transaction.rollback(cur),
+                pause_cap_s=1.0,
+            )
+        except transaction.GaveUp:
+            raise MigrationError(
+                f"{migration.name} could not get its locks in {MIGRATION_RETRIES + 1} attempts: "
+                "other sessions hold the tables it changes; run it again when they are done"
+            ) from None
         except psycopg2.Error as error:
-            cur.execute("ROLLBACK")
+            transaction.rollback(cur)
             raise MigrationError(f"{migration.name} failed: {error.pgerror or error}") from error

@@ -21,7 +21,8 @@ from contextlib import closing
 
 import psycopg2
 
-from identity.database.connections import connect_timeout_s
+from identity.database import connections
+from identity.database.transaction import Limits
 from identity.feed import events as feed
 from identity.feed import repository as feed_repository
 from identity.feed.events import FeedEvent
@@ -58,20 +59,17 @@ class Deliverer:
                 with closing(self._connect()) as conn:
                     attempt = 0
                     self._serve_subscriber(conn)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                logger.warning("database unavailable; connecting again")
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                logger.warning(
+                    "database unavailable; connecting again",
+                    extra={"reason": connections.failure_reason(error)},
+                )
                 self.stop.wait(backoff_s(attempt, self.config.backoff_base_s, 10))
                 attempt += 1
 
     def _connect(self):
-        conn = psycopg2.connect(
-            self.database["DATABASE_URL"],
-            connect_timeout=connect_timeout_s(self.database["REQUEST_DEADLINE_S"]),
-            options=f"-c statement_timeout={self.database['STATEMENT_TIMEOUT_MS']}",
-            application_name="identity-deliverer",
-        )
-        conn.autocommit = True
-        return conn
+        limits = Limits(self.database["STATEMENT_TIMEOUT_MS"], lock_ms=0, idle_ms=0)
+        return connections.connect(self.database, "identity-deliverer", limits)
 
     def _serve_subscriber(self, conn) -> None:
         subscriber_id = feed_repository.ensure_subscriber(conn, self.config.subscriber)
