@@ -28,16 +28,17 @@ from . import transaction
 from .pool import ConnectTimeout, NoFreeConnection, Pool, ServiceConnection
 from .transaction import ConnectionLost, GaveUp, Limits
 
-# A node that cannot take our writes, now or soon: a standby (a connection that landed on
-# one, or a primary demoted under it), or a server shutting down or starting up, as during
-# a failover. The connection is thrown away and the request answered 503 at once: a new
-# connection, on the next request, finds the node that now accepts writes.
-WRONG_NODE = (
-    errors.ReadOnlySqlTransaction,
-    errors.AdminShutdown,
-    errors.CrashShutdown,
-    errors.CannotConnectNow,
-)
+# A node that cannot take our writes: a standby (a connection that landed on one, or a
+# node demoted under it) or a server starting up, as during a failover. The connection is
+# thrown away and the request answered 503 with Retry-After at once: a new connection, on
+# the next request, finds the node that now accepts writes (libpq's
+# target_session_attrs=read-write picks it among several hosts).
+WRONG_NODE = (errors.ReadOnlySqlTransaction, errors.CannotConnectNow)
+
+# The server ended the connection (shutting down, crashed, or the backend terminated):
+# the connection is thrown away and the unit runs again on a new one while the deadline
+# allows; if none can be made, the request gets its 503.
+SERVER_ENDED = (errors.AdminShutdown, errors.CrashShutdown)
 
 
 class DatabaseUnavailable(Exception):
@@ -272,8 +273,8 @@ def run_unit(work):
     retried after a short random pause, up to RETRY_BUDGET times. A connection that the
     database dropped (a restart, say) is replaced and the unit run again: every unit of
     this service may safely run twice, even after a COMMIT whose answer was lost
-    (transaction.py says why). A connection on a node that cannot take writes (a standby,
-    a server shutting down: WRONG_NODE) is thrown away and the request answered 503.
+    (transaction.py says why). A connection on a node that cannot take writes (a standby:
+    WRONG_NODE) is thrown away and the request answered 503.
     When the deadline comes first, the 503 says why: locks (after conflicts), no answer,
     or no connection. Each attempt's limits come from the time it has left.
     """
@@ -295,7 +296,8 @@ def run_unit(work):
         except errors.UndefinedTable:
             raise SchemaMissing("no contact table") from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            if conn.cut_by_watchdog or not conn.closed:  # too late, or a statement timeout
+            ended = conn.closed or isinstance(error, SERVER_ENDED)
+            if conn.cut_by_watchdog or not ended:  # too late, or a statement timeout
                 failure = _failure(conn, error, "running a statement")
                 _discard_db()
                 raise failure from None
