@@ -33,7 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["identity_blocklist"] = blocklist
     app.extensions["identity_request_schema"] = IdentifyRequest(blocklist)
 
-    db.init_app(app, prepare_statements=repository.prepare_statements)
+    db.init_app(app)
     errors.init_app(app)
     observability.init_app(app)
     access.init_app(app)

@@ -61,6 +61,41 @@ def hold_new_customer(database_url: str, email: str):
         return conn, cur.fetchone()[0]
 
 
+def current_txid(db) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_current_xact_id()::text")
+        return int(cur.fetchone()[0])
+
+
+def burn_transaction_ids_to_below_a_power_of_ten(db, margin: int) -> int:
+    """Make the next transaction id `margin` below a power of ten; returns that power.
+
+    Each rolled-back subtransaction that writes (to a temporary table) takes a
+    transaction id of its own: about 300,000 of them a second, in one round trip."""
+    power = 10 ** len(str(current_txid(db) + margin + 2))
+    burn = power - margin - current_txid(db) - 1
+    with db.cursor() as cur:
+        cur.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS burnt (x int);
+               DO $$ BEGIN
+                   FOR i IN 1..%s LOOP
+                       BEGIN INSERT INTO burnt VALUES (i); RAISE EXCEPTION 'burnt';
+                       EXCEPTION WHEN raise_exception THEN NULL; END;
+                   END LOOP;
+               END $$""",
+            (burn,),
+        )
+    assert power - margin - 2 <= current_txid(db) < power
+    return power
+
+
+def event_txids(db) -> tuple[int, int]:
+    with db.cursor() as cur:
+        cur.execute("SELECT min(txid)::text, max(txid)::text FROM contact_event")
+        low, high = cur.fetchone()
+        return int(low), int(high)
+
+
 def test_feed_tells_creation_secondary_and_merge_in_order_without_personal_values(client):
     first = identify(client, {"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"})
     identify(client, {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"})
@@ -115,6 +150,20 @@ def test_following_next_sees_every_event_exactly_once(client):
     assert [event["id"] for event in events] == sorted(event["id"] for event in events)
     assert len({event["id"] for event in events}) == len(events) == 14
     assert [event["id"] for event in read_all(client, limit=1000)] == [e["id"] for e in events]
+
+
+def test_following_next_sees_every_event_once_across_a_power_of_ten(client, db):
+    """Transaction ids 996..1005 (or 9996..10005, ...): the feed orders them as numbers,
+    so a page never jumps from 1005 back to 996, and no event falls behind a cursor."""
+    power = burn_transaction_ids_to_below_a_power_of_ten(db, margin=4)
+    for n in range(10):
+        identify(client, {"email": f"p{n}@x.io"})
+    low, high = event_txids(db)
+    assert low < power <= high, (low, power, high)
+
+    for limit in (1, 3, 7, 100):
+        events = read_all(client, limit=limit)
+        assert [event["contactIds"] for event in events] == [[n] for n in range(1, 11)], limit
 
 
 def test_an_empty_page_hands_back_the_same_cursor(client):
@@ -361,6 +410,24 @@ def test_no_event_is_lost_or_repeated_while_two_servers_write(two_servers, db, d
     print(f"\nfeed: writes {writes}, events {len(ids)}, pages read {consumer.polls}")
 
 
+def test_no_event_is_lost_or_repeated_while_transaction_ids_cross_a_power_of_ten(
+    two_servers, db, database_url
+):
+    """The same race while the writers' transaction ids cross from 99..9 to 10..0."""
+    power = burn_transaction_ids_to_below_a_power_of_ten(db, margin=WRITER_THREADS * 10)
+    read = feed_reader(two_servers[0])
+    consumer, writes, held_id = consume_during_traffic(read, db, database_url, two_servers, 3)
+
+    low, high = event_txids(db)
+    assert low < power <= high, (low, power, high)
+    ids = [event["id"] for event in consumer.events]
+    table_ids, links = feed_events_in_table(db)
+    assert len(ids) == len(set(ids)), "an event was served twice"
+    assert set(ids) == table_ids, f"lost: {sorted(table_ids - set(ids))}"
+    assert replay_customers(consumer.events) == links
+    print(f"\nfeed across {power}: writes {writes}, events {len(ids)}, pages {consumer.polls}")
+
+
 def test_a_naive_id_cursor_loses_events_in_the_same_race(two_servers, db, database_url):
     """The same run with `id > after`: the held event, at least, never reaches the consumer.
     This is what the test above would see if the feed's cursor were naive."""
@@ -391,7 +458,11 @@ def test_a_page_of_the_feed_is_one_range_scan_of_its_index(db):
             {"txid": txid, "event_id": 10_000, "kinds": FEED_SOURCE_KINDS, "limit": 100},
         )
         plan = "\n".join(line for (line,) in cur.fetchall())
-    assert "Seq Scan" not in plan and "contact_event_feed_order" in plan, plan
+    # One ordered range scan under the LIMIT: no Sort node (which an ORDER BY on the text
+    # form of txid needs), no Bitmap scan, no scan of the whole table.
+    assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan" not in plan, plan
+    assert "Index Scan using contact_event_feed_order" in plan, plan
+    assert "Index Cond: ((ROW(txid, id) > ROW(" in plan, plan
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,12 @@ the ledger and applies the first migration still pending. Concurrent runs (two h
 deploying at once) take turns per migration and each migration is applied once, in
 order. Nothing outlives a transaction, so this works through a transaction-mode pooler
 (PgBouncer): a session lock would stay behind on the pooled server connection and block
-the next run for good. Lock waits are bounded (lock_wait_s): a run that cannot get the
-migration lock, or a table lock a migration needs, stops with an error that says which.
+the next run for good.
+
+Lock waits are short and bounded: each attempt waits at most lock_wait_s for the
+migration lock or for a table lock (requests queue behind a DDL statement waiting for its
+lock), and is retried a few times under the one retry policy (transaction.py); then the
+run stops with an error that says which lock it could not get.
 
 A database made before the ledger existed holds the tables of 001 and 002 but no ledger;
 those two files are idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE`), so applying them
@@ -24,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import errors
 
-from . import ledger
+from . import ledger, transaction
 
 _MIGRATION_NAME = re.compile(r"[0-9]{3}_[a-z0-9_]+\.sql")
-# How long a run waits for the migration lock, and a migration for a table lock.
-LOCK_WAIT_S = 60.0
+# Each attempt's longest lock wait; no statement limit (an index on a large table takes
+# what it takes).
+LOCK_WAIT_S = 5.0
+MIGRATION_RETRIES = 5
 CONNECT_TIMEOUT_S = 10
 
 
@@ -73,11 +78,13 @@ def migrate(database_url: str, schema_dir: Path, lock_wait_s: float = LOCK_WAIT_
     conn = psycopg2.connect(
         database_url, application_name="identity-migrate", connect_timeout=CONNECT_TIMEOUT_S
     )
-    conn.autocommit = True
+    conn.autocommit = True  # transactions are opened explicitly (transaction.begin)
+    limits = transaction.Limits(statement_ms=0, lock_ms=round(lock_wait_s * 1000), idle_ms=0)
     applied: list[str] = []
     try:
-        while (migration := _apply_next(conn, migrations, lock_wait_s)) is not None:
-            applied.append(migration.name)
+        with conn.cursor() as cur:
+            while (migration := _apply_next(cur, migrations, limits)) is not None:
+                applied.append(migration.name)
     finally:
         conn.close()
     return Report(
@@ -86,47 +93,55 @@ def migrate(database_url: str, schema_dir: Path, lock_wait_s: float = LOCK_WAIT_
     )
 
 
-def _apply_next(conn, migrations: list[Migration], lock_wait_s: float) -> Migration | None:
-    """One transaction: the first pending migration and its ledger row (None: none left)."""
-    with conn.cursor() as cur:
-        cur.execute("BEGIN")
-        try:
-            migration = _apply_first_pending(conn, migrations, lock_wait_s)
-            cur.execute("COMMIT")
-            return migration
-        except BaseException:
-            _rollback_quietly(conn)
-            raise
+def _apply_next(cur, migrations: list[Migration], limits) -> Migration | None:
+    """One transaction, retried after a lock wait that ran out: the first pending
+    migration and its ledger row (None: none left)."""
+    waiting_for = ["the migration lock"]  # what the attempt waits for, for the error
+
+    def attempt() -> Migration | None:
+        waiting_for[0] = "the migration lock"
+        transaction.begin(cur, ledger.LOCK_MIGRATIONS, limits=limits)
+        ledger.create_migration_ledger(cur)
+        recorded = ledger.applied_migrations(cur)
+        _refuse_changed(migrations, recorded)
+        pending = [migration for migration in migrations if migration.name not in recorded]
+        if pending:
+            waiting_for[0] = f"a table lock for {pending[0].name}"
+            cur.execute(pending[0].sql)
+            ledger.record_migration(cur, pending[0].name, pending[0].checksum)
+        transaction.commit(cur)
+        return pending[0] if pending else None
+
+    try:
+        return transaction.run(
+            attempt, budget=MIGRATION_RETRIES, rollback=lambda: _rollback(cur), pause_cap_s=1.0
+        )
+    except transaction.GaveUp:
+        raise MigrationError(
+            f"could not get {waiting_for[0]} in {MIGRATION_RETRIES + 1} attempts of "
+            f"{limits.lock_ms / 1000:g} s: "
+            + (
+                "another init-db is applying a migration; run init-db again when it is done"
+                if waiting_for[0] == "the migration lock"
+                else "other sessions hold a table it changes (see pg_stat_activity); "
+                "run init-db again when they are done"
+            )
+        ) from None
+    except psycopg2.Error as error:
+        _rollback(cur)
+        name = waiting_for[0].removeprefix("a table lock for ")
+        raise MigrationError(f"{name} failed: {error.pgerror or error}") from error
+    except MigrationError:
+        _rollback(cur)
+        raise
 
 
-def _rollback_quietly(conn) -> None:
+def _rollback(cur) -> None:
     """After a failure: the connection may be gone with it, and the failure says why."""
     try:
-        with conn.cursor() as cur:
-            cur.execute("ROLLBACK")
+        transaction.rollback(cur)
     except psycopg2.Error:
         pass
-
-
-def _apply_first_pending(
-    conn, migrations: list[Migration], lock_wait_s: float
-) -> Migration | None:
-    ledger.bound_lock_waits(conn, lock_wait_s)
-    try:
-        ledger.lock_migrations(conn)
-    except errors.LockNotAvailable:
-        raise MigrationError(
-            f"another init-db has held the migration lock for over {lock_wait_s:g} s; "
-            "let it finish, then run init-db again"
-        ) from None
-    ledger.create_migration_ledger(conn)
-    recorded = ledger.applied_migrations(conn)
-    _refuse_changed(migrations, recorded)
-    pending = [migration for migration in migrations if migration.name not in recorded]
-    if not pending:
-        return None
-    _apply(conn, pending[0], lock_wait_s)
-    return pending[0]
 
 
 def _refuse_changed(migrations: list[Migration], recorded: dict[str, str]) -> None:
@@ -137,19 +152,3 @@ def _refuse_changed(migrations: list[Migration], recorded: dict[str, str]) -> No
             "Applied migrations are immutable: restore the file and put the change in a "
             "new migration."
         )
-
-
-def _apply(conn, migration: Migration, lock_wait_s: float) -> None:
-    """The migration and its ledger row, in the caller's transaction."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(migration.sql)
-        ledger.record_migration(conn, migration.name, migration.checksum)
-    except errors.LockNotAvailable:
-        raise MigrationError(
-            f"{migration.name} waited over {lock_wait_s:g} s for a table lock: a long "
-            "transaction holds a table it changes (see pg_stat_activity); run init-db again "
-            "once it has ended"
-        ) from None
-    except psycopg2.Error as error:
-        raise MigrationError(f"{migration.name} failed: {error.pgerror or error}") from error

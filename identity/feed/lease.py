@@ -6,11 +6,12 @@ session advisory lock it needs no session, so it works through a transaction-mod
 a deliverer that dies keeps its subscriber until the expiry, then another takes over.
 Expiry is judged on the database's clock only; the holder keeps its own, shorter, count
 from the moment before it asked (identity/feed/webhooks/deliverer.py).
+
+Statements run through identity/database/transaction.py: on their own, each is one
+transaction under the connection's limits; inside the deliverer's transaction, a part of it.
 """
 
-# First statement of every deliverer transaction: its statement timeout, for this
-# transaction only (a pooler hands the server connection on to other clients after it).
-LIMIT_STATEMENT_TIME = "SELECT set_config('statement_timeout', %(statement_ms)s, true)"
+from identity.database import transaction
 
 # Take the lease: one row when nobody holds it, when its holder let it expire, or when we
 # held it before. Concurrent takers serialise on the row lock; the loser re-evaluates the
@@ -42,11 +43,6 @@ UPDATE webhook_subscriber
 """
 
 
-def limit_statement_time(conn, statement_ms: int) -> None:
-    with conn.cursor() as cur:
-        cur.execute(LIMIT_STATEMENT_TIME, {"statement_ms": str(statement_ms)})
-
-
 def take(conn, subscriber_id: int, holder: str, lease_s: float) -> bool:
     return _update(conn, TAKE_LEASE, subscriber_id, holder, lease_s)
 
@@ -57,11 +53,11 @@ def renew(conn, subscriber_id: int, holder: str, lease_s: float) -> bool:
 
 def release(conn, subscriber_id: int, holder: str) -> None:
     with conn.cursor() as cur:
-        cur.execute(RELEASE_LEASE, {"subscriber_id": subscriber_id, "holder": holder})
+        transaction.execute(cur, RELEASE_LEASE, {"subscriber_id": subscriber_id, "holder": holder})
 
 
 def _update(conn, statement: str, subscriber_id: int, holder: str, lease_s: float) -> bool:
     params = {"subscriber_id": subscriber_id, "holder": holder, "lease_s": lease_s}
     with conn.cursor() as cur:
-        cur.execute(statement, params)
+        transaction.execute(cur, statement, params)
         return cur.fetchone() is not None

@@ -19,7 +19,8 @@ import psycopg2
 
 from identity.customers import repository as service_repository
 from identity.customers.blocklist import StoredBlocklist
-from identity.database.connections import connect_timeout_s
+from identity.database import connections
+from identity.database.transaction import Limits
 
 from . import repository
 from .loader import BatchFailed, Loader
@@ -50,7 +51,8 @@ def run_import(settings, configured_blocklist, file: str, rejects_path: str, bat
         source.close()
         if isinstance(error, psycopg2.errors.UndefinedTable):
             return _fail(_NO_SCHEMA)
-        return _fail("cannot reach the database (DATABASE_URL)")
+        reason = connections.failure_reason(error)
+        return _fail(f"cannot reach the database (DATABASE_URL): {reason}")
     try:
         with open(rejects_path, "w", encoding="utf-8") as rejects:
             return _Import(
@@ -64,14 +66,8 @@ def run_import(settings, configured_blocklist, file: str, rejects_path: str, bat
 
 
 def _connect(config):
-    conn = psycopg2.connect(
-        config["DATABASE_URL"],
-        connect_timeout=connect_timeout_s(config["REQUEST_DEADLINE_S"]),
-        options=f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
-        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}",
-        application_name="identity-import",
-    )
-    conn.autocommit = True  # transactions are opened explicitly, as by /identify
+    limits = Limits(config["STATEMENT_TIMEOUT_MS"], config["LOCK_TIMEOUT_MS"], idle_ms=0)
+    conn = connections.connect(config, "identity-import", limits)
     try:
         with conn.cursor() as cur:
             repository.estimated_rows(cur)  # the schema is there

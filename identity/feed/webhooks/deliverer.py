@@ -26,11 +26,12 @@ import secrets
 import socket
 import threading
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing
 
 import psycopg2
 
-from identity.database.connections import connect_timeout_s
+from identity.database import connections, transaction
+from identity.database.transaction import Limits
 from identity.feed import events as feed
 from identity.feed import lease
 from identity.feed import repository as feed_repository
@@ -80,30 +81,19 @@ class Deliverer:
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 logger.warning(
                     "database unavailable; connecting again",
-                    extra={"reason": type(error).__name__},
+                    extra={"reason": connections.failure_reason(error)},
                 )
                 self.stop.wait(backoff_s(attempt, self.config.backoff_base_s, 10))
                 attempt += 1
 
     def _connect(self):
         """No startup options and no session settings: a transaction-mode pooler may stand
-        in between, so every transaction sets what it needs for itself."""
-        return psycopg2.connect(
-            self.database["DATABASE_URL"],
-            connect_timeout=connect_timeout_s(self.database["REQUEST_DEADLINE_S"]),
-            application_name="identity-deliverer",
-        )
-
-    @contextmanager
-    def _transaction(self, conn):
-        """One transaction: committed at the end, rolled back on an error."""
-        with conn:
-            lease.limit_statement_time(conn, self.database["STATEMENT_TIMEOUT_MS"])
-            yield conn
+        in between, so every transaction sets its limits for itself (transaction.py)."""
+        limits = Limits(self.database["STATEMENT_TIMEOUT_MS"], lock_ms=0, idle_ms=0)
+        return connections.connect(self.database, "identity-deliverer", limits)
 
     def _serve_subscriber(self, conn) -> None:
-        with self._transaction(conn):
-            subscriber_id = feed_repository.ensure_subscriber(conn, self.config.subscriber)
+        subscriber_id = feed_repository.ensure_subscriber(conn, self.config.subscriber)
         if not self._wait_for_lease(conn, subscriber_id):
             return
         try:
@@ -116,25 +106,16 @@ class Deliverer:
 
     def _deliver(self, conn, subscriber_id: int) -> None:
         logger.info("delivering", extra={"subscriber": self.config.subscriber})
-        with self._transaction(conn):
-            cursor = feed.Cursor(*feed_repository.read_cursor(conn, subscriber_id))
+        cursor = feed.Cursor(*feed_repository.read_cursor(conn, subscriber_id))
         while not self.stop.is_set():
             self._keep_lease(conn, subscriber_id)
-            with self._transaction(conn):
-                page = feed.read_page(conn, cursor, self.config.batch_size)
+            page = feed.read_page(conn, cursor, self.config.batch_size)
             if not page.events:
                 self.stop.wait(self.config.poll_interval_s)
             elif self._post_until_accepted(conn, subscriber_id, page.events):
-                # Renewed in the cursor's transaction: the row stays locked until the
-                # commit, so the cursor moves only while the lease is ours.
-                with self._transaction(conn):
-                    self._renew(conn, subscriber_id)
-                    feed_repository.advance_cursor(
-                        conn, subscriber_id, page.next.txid, page.next.event_id, len(page.events)
-                    )
+                self._advance(conn, subscriber_id, page)
                 cursor = page.next
-        with self._transaction(conn):
-            lease.release(conn, subscriber_id, self.holder)
+        lease.release(conn, subscriber_id, self.holder)
 
     def _wait_for_lease(self, conn, subscriber_id: int) -> bool:
         """Hold the subscriber's lease, or wait for it until stop is set (False)."""
@@ -149,10 +130,25 @@ class Deliverer:
                 return True
         return False
 
+    def _advance(self, conn, subscriber_id: int, page: feed.Page) -> None:
+        """Move the cursor past the page in a transaction that renews the lease: the row
+        stays locked until the commit, so the cursor moves only while the lease is ours."""
+        with conn.cursor() as cur:
+            transaction.begin(cur)
+            try:
+                self._renew(conn, subscriber_id)
+                feed_repository.advance_cursor(
+                    conn, subscriber_id, page.next.txid, page.next.event_id, len(page.events)
+                )
+                transaction.commit(cur)
+            except BaseException:
+                if not conn.closed:
+                    transaction.rollback(cur)
+                raise
+
     def _take(self, conn, subscriber_id: int) -> bool:
         asked_at = time.monotonic()
-        with self._transaction(conn):
-            taken = lease.take(conn, subscriber_id, self.holder, self.config.lease_s)
+        taken = lease.take(conn, subscriber_id, self.holder, self.config.lease_s)
         if taken:
             self.lease_valid_until = asked_at + self.config.lease_s
         return taken
@@ -161,11 +157,10 @@ class Deliverer:
         """Renew the lease once half of it has passed: what is left then (at least
         1.5 x WEBHOOK_TIMEOUT_S) outlasts the next POST."""
         if time.monotonic() >= self.lease_valid_until - self.config.lease_s / 2:
-            with self._transaction(conn):
-                self._renew(conn, subscriber_id)
+            self._renew(conn, subscriber_id)
 
     def _renew(self, conn, subscriber_id: int) -> None:
-        """In an open transaction: extend the lease, or raise LeaseLost if it lapsed."""
+        """Extend the lease, or raise LeaseLost if it lapsed."""
         asked_at = time.monotonic()
         if not lease.renew(conn, subscriber_id, self.holder, self.config.lease_s):
             raise LeaseLost()
@@ -183,8 +178,7 @@ class Deliverer:
             )
             if answer.accepted:
                 return True
-            with self._transaction(conn):
-                feed_repository.record_failure(conn, subscriber_id)
+            feed_repository.record_failure(conn, subscriber_id)
             delay = backoff_s(attempt, self.config.backoff_base_s, self.config.backoff_max_s)
             logger.warning(
                 "delivery failed; retrying",
