@@ -51,6 +51,11 @@ test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a ser
 	fi
 	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
 
+.PHONY: test-ha
+test-ha: $(STAMP) ## PgBouncer (transaction mode) and a failover to a synchronous standby, on real PostgreSQL 15 (~2 min)
+	tests_ha/install-packages.sh
+	$(PY) -m pytest tests_ha
+
 audit: $(STAMP) ## check the invariants (§6 of docs/behaviour.md) over the whole table; exit 1 listing offenders
 	$(WITH_DB) $(PY) -m flask --app identity audit
 

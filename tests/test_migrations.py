@@ -208,7 +208,8 @@ def test_a_run_waits_for_the_migration_lock_only_so_long(fresh_database):
     try:
         with holder.cursor() as cur:  # a transaction of another run, stuck mid-migration
             cur.execute(ledger_sql.LOCK_MIGRATIONS)
-        with pytest.raises(MigrationError, match="could not get the migration lock in 6 attempts of 0.2 s: another init-db"):
+        refused = "could not get the migration lock in 6 attempts of 0.2 s: another init-db"
+        with pytest.raises(MigrationError, match=refused):
             migrate(fresh_database, SCHEMA_DIR, lock_wait_s=0.2)
     finally:
         holder.close()
@@ -224,7 +225,8 @@ def test_a_migration_waits_for_a_table_lock_only_so_long(fresh_database, tmp_pat
     try:
         with reader.cursor() as cur:  # a long transaction that has read the table
             cur.execute("SELECT count(*) FROM contact")
-        with pytest.raises(MigrationError, match="could not get a table lock for 999_alter.sql in 6 attempts of 0.2 s"):
+        refused = "could not get a table lock for 999_alter.sql in 6 attempts of 0.2 s"
+        with pytest.raises(MigrationError, match=refused):
             migrate(fresh_database, schema_dir, lock_wait_s=0.2)
     finally:
         reader.close()
@@ -233,9 +235,8 @@ def test_a_migration_waits_for_a_table_lock_only_so_long(fresh_database, tmp_pat
 
 
 def test_init_db_uses_the_migration_url_when_it_is_set(fresh_database):
-    app = create_app(
-        {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "MIGRATION_DATABASE_URL": fresh_database}
-    )
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    app = create_app({"DATABASE_URL": unreachable, "MIGRATION_DATABASE_URL": fresh_database})
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0, result.output
     assert ledger(fresh_database).keys() == {m.name for m in discover(SCHEMA_DIR)}

@@ -381,5 +381,6 @@ def test_the_lease_must_outlast_a_post():
     settings = {"WEBHOOK_URL": "http://127.0.0.1:9/", "WEBHOOK_SECRET": SECRET}
     assert WebhookConfig.from_environment(settings).lease_s == 30
     assert WebhookConfig.from_environment({**settings, "WEBHOOK_TIMEOUT_S": "20"}).lease_s == 60
+    too_short = {**settings, "WEBHOOK_LEASE_S": "2", "WEBHOOK_TIMEOUT_S": "1"}
     with pytest.raises(ConfigError, match="WEBHOOK_LEASE_S"):
-        WebhookConfig.from_environment({**settings, "WEBHOOK_LEASE_S": "2", "WEBHOOK_TIMEOUT_S": "1"})
+        WebhookConfig.from_environment(too_short)

@@ -55,8 +55,17 @@ class Account:
             pwd.getpwnam(ACCOUNT)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--user-group", "--no-create-home",
-                 "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", ACCOUNT],
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    ACCOUNT,
+                ],
                 check=False,  # a concurrent run may have created it: checked next
             )
             pwd.getpwnam(ACCOUNT)
@@ -101,28 +110,60 @@ class Cluster:
     @classmethod
     def create(cls, account: Account, folder: Path, name: str) -> "Cluster":
         cluster = cls(account, folder, name)
-        account.run([PG_BIN / "initdb", "-D", cluster.data, "-U", SUPERUSER, "--auth=trust",
-                     "--encoding=UTF8", "--locale=C", "--no-sync"])
+        account.run(
+            [
+                PG_BIN / "initdb",
+                "-D",
+                cluster.data,
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         return cluster
 
     @classmethod
     def standby_of(cls, primary: "Cluster", name: str) -> "Cluster":
         """A streaming standby (pg_basebackup -R) of a running primary."""
         standby = cls(primary.account, primary.folder, name)
-        primary.account.run([PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", primary.port,
-                             "-U", SUPERUSER, "-D", standby.data, "-R", "-X", "stream",
-                             "--checkpoint=fast", "--no-sync"])
+        primary.account.run(
+            [
+                PG_BIN / "pg_basebackup",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                primary.port,
+                "-U",
+                SUPERUSER,
+                "-D",
+                standby.data,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ]
+        )
         return standby
 
     def start(self, **settings) -> None:
         """Start the server with settings (name=value) on top of the stock configuration."""
-        settings = {"port": self.port, "listen_addresses": "127.0.0.1",
-                    "unix_socket_directories": self.folder, **settings}
+        settings = {
+            "port": self.port,
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": self.folder,
+            **settings,
+        }
         options = [f"-c{name}={value}" for name, value in settings.items()]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.account.command([PG_BIN / "postgres", "-D", self.data, *options], "SIGQUIT"),
-                stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
             )
         wait_until_connectable(self.url("postgres"), self.process, self.log_path)
 
@@ -130,7 +171,9 @@ class Cluster:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
     def pg_ctl(self, *args: str) -> None:
-        self.account.run([PG_BIN / "pg_ctl", "-D", self.data, "-w", "-t", str(START_TIMEOUT_S), *args])
+        self.account.run(
+            [PG_BIN / "pg_ctl", "-D", self.data, "-w", "-t", str(START_TIMEOUT_S), *args]
+        )
 
     def kill_immediately(self) -> None:
         """What a crash looks like to clients: every connection cut at once, no checkpoint."""
@@ -178,7 +221,9 @@ class PgBouncer:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 account.command([PGBOUNCER, config], "SIGTERM"),
-                stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
             )
         wait_until_connectable(self.url(), self.process, self.log_path)
 

@@ -53,5 +53,9 @@ def flask_command(database_url: str, *args: str, timeout_s: float = 120, **setti
     env.update(DATABASE_URL=database_url, **settings)
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "identity", *args],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )

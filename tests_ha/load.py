@@ -19,12 +19,18 @@ class Client:
     def request(self, method: str, path: str, body: dict | None = None):
         """(status, headers, decoded body); status None when no answer came."""
         if self.connection is None:
-            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+            self.connection = http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=self.timeout_s
+            )
         try:
             payload = json.dumps(body) if body is not None else None
             self.connection.request(method, path, payload, {"Content-Type": "application/json"})
             response = self.connection.getresponse()
-            return response.status, dict(response.getheaders()), json.loads(response.read() or b"null")
+            return (
+                response.status,
+                dict(response.getheaders()),
+                json.loads(response.read() or b"null"),
+            )
         except (OSError, http.client.HTTPException):
             self.connection.close()
             self.connection = None
@@ -44,8 +50,13 @@ def racing_checkouts(count: int, seed: int, values: int = 150) -> list[dict]:
         email = f"race{rng.randrange(values)}@x.io"
         phone = str(100000 + rng.randrange(values))
         shape = rng.random()
-        body = {"email": email} if shape < 0.1 else {"phoneNumber": phone} if shape < 0.2 else {
-            "email": email, "phoneNumber": phone}
+        body = (
+            {"email": email}
+            if shape < 0.1
+            else {"phoneNumber": phone}
+            if shape < 0.2
+            else {"email": email, "phoneNumber": phone}
+        )
         bodies.append(body)
     return bodies
 

@@ -39,17 +39,26 @@ def standby(primary):
     # the configuration predates this: once promoted it stands alone and waits for nobody.
     primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'", dbname="postgres")
     primary.query("SELECT pg_reload_conf()", dbname="postgres")
-    wait_until(lambda: primary.query(
-        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'", dbname="postgres"
-    ) == [(1,)], "the standby to be synchronous")
+    wait_until(
+        lambda: (
+            primary.query(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                dbname="postgres",
+            )
+            == [(1,)]
+        ),
+        "the standby to be synchronous",
+    )
     yield standby
     standby.stop()
 
 
 @pytest.fixture(scope="module")
 def service(primary, standby, folder):
-    url = (f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
-           f"/{DATABASE}?target_session_attrs=read-write")
+    url = (
+        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        f"/{DATABASE}?target_session_attrs=read-write"
+    )
     with open(folder / "failover-service.log", "ab") as log:
         server = ServerProcess(url, WORKERS=2, stderr=log)
     server.database_url = url
@@ -70,7 +79,9 @@ class SteadyLoad:
 
     def __init__(self, port: int):
         self.port = port
-        self.answers: list[tuple[float, int | None, str, bool]] = []  # time, status, e-mail, Retry-After
+        self.answers: list[
+            tuple[float, int | None, str, bool]
+        ] = []  # time, status, e-mail, Retry-After
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._write, args=(n,)) for n in range(WRITERS)]
@@ -82,7 +93,11 @@ class SteadyLoad:
         sent = 0
         while not self.stopping.is_set():
             email = f"fo{writer}.{sent}@x.io"
-            body = {"email": email, "phoneNumber": str(500000 + sent % 50)} if sent % 2 else {"email": email}
+            body = (
+                {"email": email, "phoneNumber": str(500000 + sent % 50)}
+                if sent % 2
+                else {"email": email}
+            )
             status, headers, _ = client.request("POST", "/identify", body)
             with self.lock:
                 self.answers.append((time.monotonic(), status, email, "Retry-After" in headers))
@@ -95,7 +110,9 @@ class SteadyLoad:
 
     def first(self, status: int, after: float) -> float | None:
         with self.lock:
-            return next((at for at, answer, _, _ in self.answers if answer == status and at > after), None)
+            return next(
+                (at for at, answer, _, _ in self.answers if answer == status and at > after), None
+            )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -168,13 +185,20 @@ def test_failover_to_the_synchronous_standby_loses_nothing(primary, standby, ser
     seen = consumer.finish()
 
     acknowledged = [email for _, status, email, _ in load.answers if status == 200]
-    stored = {row[0] for row in standby.query(
-        "SELECT email FROM contact WHERE email = ANY(%s)", (acknowledged,))}
+    stored = {
+        row[0]
+        for row in standby.query("SELECT email FROM contact WHERE email = ANY(%s)", (acknowledged,))
+    }
     lost = len(set(acknowledged) - stored)
     statuses = {status for _, status, _, _ in load.answers}
     unavailable = [retry_after for _, status, _, retry_after in load.answers if status == 503]
-    feed = [row[0] for row in standby.query(
-        "SELECT id FROM contact_event WHERE kind = ANY(%s) ORDER BY txid, id", (FEED_SOURCE_KINDS,))]
+    feed = [
+        row[0]
+        for row in standby.query(
+            "SELECT id FROM contact_event WHERE kind = ANY(%s) ORDER BY txid, id",
+            (FEED_SOURCE_KINDS,),
+        )
+    ]
     MEASURED.append(
         f"failover: primary killed, standby promoted {promoted_at - killed_at:.2f} s later; "
         f"first 200 {back_at - promoted_at:.2f} s after the promotion "

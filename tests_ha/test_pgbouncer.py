@@ -66,13 +66,21 @@ class Deliverer:
 
     def __init__(self, database_url: str, receiver: Receiver):
         env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
-        env.update(DATABASE_URL=database_url, LOG_LEVEL="INFO", WEBHOOK_URL=receiver.url,
-                   WEBHOOK_SECRET="ha-test-secret", WEBHOOK_BATCH_SIZE="50",
-                   WEBHOOK_POLL_S="0.05")
+        env.update(
+            DATABASE_URL=database_url,
+            LOG_LEVEL="INFO",
+            WEBHOOK_URL=receiver.url,
+            WEBHOOK_SECRET="ha-test-secret",
+            WEBHOOK_BATCH_SIZE="50",
+            WEBHOOK_POLL_S="0.05",
+        )
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "identity", "deliver"],
-            env=env, cwd=PROJECT_ROOT, stderr=self.log, preexec_fn=_stop_with_parent,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stderr=self.log,
+            preexec_fn=_stop_with_parent,
         )
 
     def log_text(self) -> str:
@@ -124,9 +132,13 @@ def load(service, deliverers) -> Counter:
 
 
 def feed_order(cluster: Cluster) -> list[int]:
-    return [row[0] for row in cluster.query(
-        "SELECT id FROM contact_event WHERE kind = ANY(%s) ORDER BY txid, id", (FEED_SOURCE_KINDS,)
-    )]
+    return [
+        row[0]
+        for row in cluster.query(
+            "SELECT id FROM contact_event WHERE kind = ANY(%s) ORDER BY txid, id",
+            (FEED_SOURCE_KINDS,),
+        )
+    ]
 
 
 def advisory_locks(cluster: Cluster) -> int:
@@ -163,7 +175,9 @@ def test_a_feed_consumer_through_the_pooler_sees_every_event_once(load, service,
     assert len(ids) > CHECKOUTS / 10
 
 
-def test_of_two_deliverers_for_one_subscriber_only_one_delivers(load, deliverers, receiver, cluster):
+def test_of_two_deliverers_for_one_subscriber_only_one_delivers(
+    load, deliverers, receiver, cluster
+):
     events = feed_order(cluster)
     deadline_s = 120
     waited = threading.Event()
