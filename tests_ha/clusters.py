@@ -200,32 +200,47 @@ class Cluster:
 
 
 class PgBouncer:
-    """PgBouncer in front of one database: transaction pooling, stock settings otherwise."""
+    """PgBouncer in front of one database: transaction pooling, stock settings otherwise
+    (settings: name=value lines added to its [pgbouncer] section)."""
 
-    def __init__(self, account: Account, folder: Path, cluster: Cluster, dbname: str = DATABASE):
+    def __init__(
+        self, account: Account, folder: Path, cluster: Cluster, dbname: str = DATABASE, **settings
+    ):
         self.port = free_port()
         self.dbname = dbname
+        self.folder = folder
+        self.settings = settings
         self.log_path = folder / "pgbouncer.log"
+        self.config_path = folder / "pgbouncer.ini"
         users = folder / "userlist.txt"
         users.write_text(f'"{SUPERUSER}" ""\n')
-        config = folder / "pgbouncer.ini"
-        config.write_text(
-            "[databases]\n"
-            f"{dbname} = host=127.0.0.1 port={cluster.port} dbname={dbname}\n"
-            "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
-            f"unix_socket_dir = {folder}\n"
-            f"auth_type = trust\nauth_file = {users}\n"
-            "pool_mode = transaction\n"
-        )
+        self._configure(cluster)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                account.command([PGBOUNCER, config], "SIGTERM"),
+                account.command([PGBOUNCER, self.config_path], "SIGTERM"),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd="/",
             )
         wait_until_connectable(self.url(), self.process, self.log_path)
+
+    def _configure(self, cluster: Cluster) -> None:
+        extra = "".join(f"{name} = {value}\n" for name, value in self.settings.items())
+        self.config_path.write_text(
+            "[databases]\n"
+            f"{self.dbname} = host=127.0.0.1 port={cluster.port} dbname={self.dbname}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir = {self.folder}\n"
+            f"auth_type = trust\nauth_file = {self.folder / 'userlist.txt'}\n"
+            f"pool_mode = transaction\n{extra}"
+        )
+
+    def repoint(self, cluster: Cluster) -> None:
+        """Send new connections to another cluster: a new configuration, then RELOAD
+        (SIGHUP), as a failover hook does."""
+        self._configure(cluster)
+        self.process.send_signal(signal.SIGHUP)
 
     def url(self) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{self.dbname}"

@@ -1,13 +1,14 @@
-"""A primary with a synchronous streaming standby; the service on a multi-host URL. The
-primary is killed and the standby promoted while a steady load runs and a feed consumer
-follows the feed: 503 during the switch, 200 again soon after the promotion without a
-restart, no acknowledged checkout lost, the audit clean, every event seen exactly once."""
+"""A primary with a synchronous streaming standby; the service on a multi-host URL, or
+behind PgBouncer. The primary is killed and the standby promoted while a steady load runs
+and a feed consumer follows the feed: 503 during the switch, 200 again soon after the
+promotion without a restart, no acknowledged checkout lost, the audit clean, every event
+seen exactly once."""
 
 import threading
 import time
 
 import pytest
-from clusters import DATABASE, Cluster
+from clusters import DATABASE, Cluster, PgBouncer
 from conftest import MEASURED, flask_command
 from load import Client, feed_ids
 from servers import ServerProcess
@@ -19,51 +20,55 @@ WRITERS = 4
 RECOVERY_BOUND_S = 10
 
 
-@pytest.fixture(scope="module")
-def primary(account, folder):
-    primary = Cluster.create(account, folder, "primary")
-    primary.start()
-    primary.query(f"CREATE DATABASE {DATABASE}", dbname="postgres")
-    init_db = flask_command(primary.url(), "init-db")
-    assert init_db.returncode == 0, init_db.stderr
-    yield primary
-    primary.stop()
+class Pair:
+    """A primary with a synchronous streaming standby, the schema applied."""
+
+    def __init__(self, account, folder, name: str):
+        self.primary = Cluster.create(account, folder, f"{name}-primary")
+        self.primary.start()
+        self.primary.query(f"CREATE DATABASE {DATABASE}", dbname="postgres")
+        init_db = flask_command(self.primary.url(), "init-db")
+        assert init_db.returncode == 0, init_db.stderr
+        self.standby = Cluster.standby_of(self.primary, f"{name}-standby")
+        self.standby.start()
+        # From now on every commit waits until the standby has flushed it
+        # (synchronous_commit is on by default): an acknowledged write survives the
+        # primary. The standby's copy of the configuration predates this: once promoted
+        # it stands alone and waits for nobody.
+        self.primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'", dbname="postgres")
+        self.primary.query("SELECT pg_reload_conf()", dbname="postgres")
+        wait_until(lambda: self._synchronous_standbys() == 1, "the standby to be synchronous")
+
+    def _synchronous_standbys(self) -> int:
+        return self.primary.query(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+            dbname="postgres",
+        )[0][0]
+
+    def stop(self) -> None:
+        self.primary.stop()
+        self.standby.stop()
 
 
 @pytest.fixture(scope="module")
-def standby(primary):
-    standby = Cluster.standby_of(primary, "standby")
-    standby.start()
-    # From now on every commit waits until the standby has flushed it (synchronous_commit
-    # is on by default): an acknowledged write survives the primary. The standby's copy of
-    # the configuration predates this: once promoted it stands alone and waits for nobody.
-    primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'", dbname="postgres")
-    primary.query("SELECT pg_reload_conf()", dbname="postgres")
-    wait_until(
-        lambda: (
-            primary.query(
-                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
-                dbname="postgres",
-            )
-            == [(1,)]
-        ),
-        "the standby to be synchronous",
-    )
-    yield standby
-    standby.stop()
+def pair(account, folder):
+    pair = Pair(account, folder, "direct")
+    yield pair
+    pair.stop()
 
 
 @pytest.fixture(scope="module")
-def service(primary, standby, folder):
-    url = (
-        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
-        f"/{DATABASE}?target_session_attrs=read-write"
-    )
-    with open(folder / "failover-service.log", "ab") as log:
-        server = ServerProcess(url, WORKERS=2, stderr=log)
-    server.database_url = url
-    yield server
-    server.stop()
+def pooled_pair(account, folder):
+    pair = Pair(account, folder, "pooled")
+    yield pair
+    pair.stop()
+
+
+def start_service(folder, database_url: str, name: str) -> ServerProcess:
+    with open(folder / f"{name}-service.log", "ab") as log:
+        server = ServerProcess(database_url, WORKERS=2, stderr=log)
+    server.database_url = database_url
+    return server
 
 
 def wait_until(condition, what: str, seconds: float = 60) -> None:
@@ -153,10 +158,9 @@ class FeedConsumer:
         return self.ids + rest
 
 
-def test_a_node_in_recovery_answers_checkouts_with_503(standby, folder):
+def test_a_node_in_recovery_answers_checkouts_with_503(pair, folder):
     """A service whose connections land on a read-only node: 503 and Retry-After, never 500."""
-    with open(folder / "read-only-service.log", "ab") as log:
-        server = ServerProcess(standby.url(), WORKERS=1, stderr=log)
+    server = start_service(folder, pair.standby.url(), "read-only")
     try:
         status, headers, body = Client(server.port).request(
             "POST", "/identify", {"email": "read.only@x.io"}
@@ -167,15 +171,49 @@ def test_a_node_in_recovery_answers_checkouts_with_503(standby, folder):
     assert "Retry-After" in headers
 
 
-def test_failover_to_the_synchronous_standby_loses_nothing(primary, standby, service):
+def test_failover_on_a_multi_host_url_loses_nothing(pair, folder):
+    """The service names both nodes; libpq finds the writable one by itself."""
+    url = (
+        f"postgresql://postgres@127.0.0.1:{pair.primary.port},127.0.0.1:{pair.standby.port}"
+        f"/{DATABASE}?target_session_attrs=read-write"
+    )
+    service = start_service(folder, url, "multi-host")
+    try:
+        fail_over(service, pair, "multi-host URL", pair.standby.promote)
+    finally:
+        service.stop()
+
+
+def test_failover_behind_pgbouncer_loses_nothing(account, pooled_pair, folder):
+    """The service names PgBouncer; at the promotion PgBouncer is pointed at the new
+    primary and reloaded, as a failover hook would do. server_login_retry is lowered from
+    its 15 s: PgBouncer waits that long before it tries a server again after a failed
+    login, which it had while no primary ran."""
+    bouncer = PgBouncer(account, folder, pooled_pair.primary, server_login_retry=1)
+    service = start_service(folder, bouncer.url(), "pgbouncer")
+
+    def promote_and_repoint() -> None:
+        pooled_pair.standby.promote()
+        bouncer.repoint(pooled_pair.standby)
+
+    try:
+        fail_over(service, pooled_pair, "PgBouncer, re-pointed", promote_and_repoint)
+    finally:
+        service.stop()
+        bouncer.stop()
+
+
+def fail_over(service: ServerProcess, pair: Pair, label: str, promote) -> None:
+    """Kill the primary under a steady load and a feed consumer, promote(), then check."""
+    standby = pair.standby
     load = SteadyLoad(service.port)
     consumer = FeedConsumer(service.port)
     try:
         wait_until(lambda: load.count(200) >= 200, "200 acknowledged checkouts")
         killed_at = time.monotonic()
-        primary.kill_immediately()
+        pair.primary.kill_immediately()
         wait_until(lambda: load.count(503, after=killed_at) >= 10, "503s while no primary runs")
-        standby.promote()
+        promote()
         promoted_at = time.monotonic()
         wait_until(lambda: load.first(200, after=promoted_at), "a 200 after the promotion", 60)
         back_at = load.first(200, after=promoted_at)
@@ -200,7 +238,7 @@ def test_failover_to_the_synchronous_standby_loses_nothing(primary, standby, ser
         )
     ]
     MEASURED.append(
-        f"failover: primary killed, standby promoted {promoted_at - killed_at:.2f} s later; "
+        f"failover, {label}: standby promoted {promoted_at - killed_at:.2f} s after the kill; "
         f"first 200 {back_at - promoted_at:.2f} s after the promotion "
         f"({back_at - killed_at:.2f} s after the kill); 503s: {len(unavailable)}; "
         f"acknowledged checkouts: {len(acknowledged)}, lost: {lost}; "
