@@ -60,7 +60,10 @@ def test_a_second_run_applies_nothing(fresh_database):
     report = migrate(fresh_database, SCHEMA_DIR)
     assert report.applied == []
     assert report.already_applied == [m.name for m in discover(SCHEMA_DIR)]
-    assert query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name") == before
+    assert (
+        query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name")
+        == before
+    )
 
 
 def test_init_db_reports_what_it_applied(fresh_database):
@@ -148,7 +151,9 @@ def test_a_changed_applied_migration_is_refused(fresh_database, tmp_path):
         migrate(fresh_database, schema_dir)
     assert "999_later.sql" not in ledger(fresh_database)  # nothing ran
 
-    runner = create_app({"DATABASE_URL": fresh_database, "SCHEMA_DIR": schema_dir}).test_cli_runner()
+    runner = create_app(
+        {"DATABASE_URL": fresh_database, "SCHEMA_DIR": schema_dir}
+    ).test_cli_runner()
     result = runner.invoke(args=["init-db"])
     assert result.exit_code != 0 and "has changed" in result.output
 
