@@ -20,7 +20,9 @@ def _float(name: str, default: float) -> float:
 
 
 def _names(name: str, default: str) -> set[str]:
-    return {item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()}
+    return {
+        item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()
+    }
 
 
 def default_workers() -> int:

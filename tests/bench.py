@@ -153,8 +153,10 @@ class Result:
         print(
             f"{label:<28} {figures['requests']:>7} req  {figures['errors']:>3} err  "
             f"{figures['throughput']:>7.0f} req/s  p50 {figures['p50_ms']:5.2f}  "
-            f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  max {figures['max_ms']:6.1f} ms  "
-            f"client CPU {figures['client_cpu_pct']:3.0f}%  service CPU {figures['service_cpu_pct']:3.0f}% "
+            f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  "
+            f"max {figures['max_ms']:6.1f} ms  "
+            f"client CPU {figures['client_cpu_pct']:3.0f}%  "
+            f"service CPU {figures['service_cpu_pct']:3.0f}% "
             f"= {figures['service_cpu_ms']:.3f} ms/req",
             flush=True,
         )
@@ -237,7 +239,7 @@ PGBENCH_SCRIPT = """
 \\if :r = 1
 INSERT INTO contact (email, phoneNumber, linkPrecedence) VALUES ('pgbench' || :k || '.' || random() || '@shop.test', NULL, 'primary');
 \\endif
-"""
+"""  # noqa: E501 (the script as measured: one INSERT per line)
 
 
 def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers: int) -> float:
@@ -283,7 +285,9 @@ app = flask.Flask("floor")
 ANSWER = {"contact": {"primaryContactId": 1, "emails": ["a@x.io"], "phoneNumbers": ["1"],
                       "secondaryContactIds": []}}
 app.post("/identify")(lambda: ANSWER)
-waitress.serve(app, host="127.0.0.1", port=int(os.environ["PORT"]), threads=int(os.environ["THREADS"]))
+waitress.serve(
+    app, host="127.0.0.1", port=int(os.environ["PORT"]), threads=int(os.environ["THREADS"])
+)
 """
 
 
@@ -406,14 +410,18 @@ def _mixed_run(args, database_url: str) -> dict:
                 f"WORKERS={workers}, concurrency {args.concurrency}"
             )
             single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
-            drive(service, single, 1, args.single_seconds).report(f"WORKERS={workers}, concurrency 1")
+            drive(service, single, 1, args.single_seconds).report(
+                f"WORKERS={workers}, concurrency 1"
+            )
     ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
     print(
-        f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps (same database, concurrency {args.concurrency})"
+        f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps "
+        f"(same database, concurrency {args.concurrency})"
     )
     for workers, result in figures.items():
         print(
-            f"{f'WORKERS={workers} / ceiling':<28} {result['throughput'] / ceiling:>7.0%}", flush=True
+            f"{f'WORKERS={workers} / ceiling':<28} {result['throughput'] / ceiling:>7.0%}",
+            flush=True,
         )
     return figures
 
@@ -426,7 +434,9 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=int, default=10)
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", default_workers())))
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("WORKERS", default_workers()))
+    )
     parser.add_argument("--scale", action="store_true", help="latency at 10 k and 1 M rows")
     args = parser.parse_args()
 

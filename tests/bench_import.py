@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -41,7 +41,7 @@ from servers import PROJECT_ROOT
 from identity.database.connections import apply_schema
 from identity.dev.embedded import EmbeddedPostgres
 
-START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def generate(path: str, orders: int, seed: int) -> None:

@@ -116,7 +116,9 @@ def proxy_config(service_port: int, listen: list[str]) -> str:
         text,
         flags=re.M,
     )
-    text, upstreams = re.subn(r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{service_port};", text)
+    text, upstreams = re.subn(
+        r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{service_port};", text
+    )
     assert listens == 1 and upstreams == 1, "the shipped configuration changed shape"
     return text
 

@@ -4,7 +4,7 @@ corrections."""
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -475,7 +475,7 @@ def test_every_form_field_has_a_label(staff):
 
 
 def a_customer(size: int, shared_phones: int = 7) -> list[ContactRow]:
-    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
     return [
         ContactRow(
             id=n,

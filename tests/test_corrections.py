@@ -63,7 +63,9 @@ def test_a_row_left_without_values_is_soft_deleted(client, db):
     identify(client, {"email": "c@x.io", "phoneNumber": "1"})
     identify(client, {"email": "d@x.io"})
     identify(client, {"email": "d@x.io", "phoneNumber": "1"})  # merges 3 into 1
-    assert detached(client, 1, {"email": "d@x.io"}) == [customer(1, ["a@x.io", "c@x.io"], ["1"], [2])]
+    assert detached(client, 1, {"email": "d@x.io"}) == [
+        customer(1, ["a@x.io", "c@x.io"], ["1"], [2])
+    ]
     with db.cursor() as cur:
         cur.execute("SELECT email, phoneNumber, deletedAt IS NOT NULL FROM contact WHERE id = 3")
         assert cur.fetchone() == (None, None, True)
@@ -72,7 +74,9 @@ def test_a_row_left_without_values_is_soft_deleted(client, db):
 
 
 def test_a_detach_that_splits_nothing_keeps_the_customer(client, db, chain):
-    assert detached(client, 1, {"phoneNumber": "1"}) == [customer(1, ["a@x.io", "b@x.io"], ["2"], [2, 3])]
+    assert detached(client, 1, {"phoneNumber": "1"}) == [
+        customer(1, ["a@x.io", "b@x.io"], ["2"], [2, 3])
+    ]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +145,8 @@ def test_detach_on_random_histories_agrees_with_a_replay_through_identify(client
     target = rng.choice(live)
     answer = client.get(f"/contacts/{target[0]}").get_json()["contact"]
     kind, value = rng.choice(
-        [("email", e) for e in answer["emails"]] + [("phoneNumber", p) for p in answer["phoneNumbers"]]
+        [("email", e) for e in answer["emails"]]
+        + [("phoneNumber", p) for p in answer["phoneNumbers"]]
     )
     resulting = detached(client, target[0], {kind: value})
     assert find_violations(db) == []
@@ -149,7 +154,8 @@ def test_detach_on_random_histories_agrees_with_a_replay_through_identify(client
         i for c in resulting for i in c["secondaryContactIds"]]
     with db.cursor() as cur:
         cur.execute(
-            "SELECT email, phoneNumber FROM contact WHERE id = ANY(%s) ORDER BY createdAt, id", (ids,)
+            "SELECT email, phoneNumber FROM contact WHERE id = ANY(%s) ORDER BY createdAt, id",
+            (ids,),
         )
         remaining = cur.fetchall()
         cur.execute("TRUNCATE contact RESTART IDENTITY CASCADE")

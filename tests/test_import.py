@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
@@ -20,7 +20,7 @@ from identity import create_app
 from identity.config import PROJECT_ROOT
 from identity.customers.audit import find_violations
 
-T0 = datetime(2019, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2019, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def write_csv(path, orders: list[dict]) -> str:
@@ -47,7 +47,11 @@ def random_history(seed: int, count: int = 80) -> list[dict]:
         shape = rng.random()
         order = {
             "email": "" if shape < 0.2 else email.upper() if shape < 0.3 else email,
-            "phoneNumber": "" if 0.8 < shape else f"{phone[0]}-{phone[1:]}" if shape < 0.4 else phone,
+            "phoneNumber": ""
+            if 0.8 < shape
+            else f"{phone[0]}-{phone[1:]}"
+            if shape < 0.4
+            else phone,
             "createdAt": (T0 + timedelta(minutes=rng.randrange(30))).isoformat(),
         }
         orders.append(order)
@@ -132,9 +136,15 @@ def test_import_into_an_empty_database_equals_a_one_at_a_time_replay(
     file_orders = random.Random(seed).sample(orders, len(orders)) if shuffled else in_time_order
     if shuffled:  # equal times keep file order: replay in the order of the file
         in_time_order = sorted(file_orders, key=lambda order: order["createdAt"])
-    result = run_import(runner, write_csv(tmp_path / "orders.csv", file_orders), "--batch-size", str(batch_size))
+    result = run_import(
+        runner, write_csv(tmp_path / "orders.csv", file_orders), "--batch-size", str(batch_size)
+    )
     assert result.exit_code == 0, result.output
-    imported_rows, imported_answers, imported_times = rows(db), answers(client, orders), created_at(db)
+    imported_rows, imported_answers, imported_times = (
+        rows(db),
+        answers(client, orders),
+        created_at(db),
+    )
 
     truncate(db)
     for order in in_time_order:
@@ -166,7 +176,7 @@ def test_an_older_order_becomes_the_primary_of_an_existing_customer(client, runn
         (2, "b@x.io", "200", 3, "secondary"),
         (3, "c@x.io", "100", None, "primary"),
     ]
-    assert created_at(db)[3] == datetime(2019, 1, 1, tzinfo=timezone.utc)
+    assert created_at(db)[3] == datetime(2019, 1, 1, tzinfo=UTC)
     assert find_violations(db) == []
     assert replay_links(db) == {1: 3, 2: 3, 3: None}
     assert identify(client, {"email": "b@x.io"})["primaryContactId"] == 3
@@ -201,7 +211,13 @@ def test_bad_rows_go_to_the_rejects_file_with_line_numbers_and_the_api_s_errors(
     ]
     for reject, body in zip(
         rejects[:4],
-        [{"email": "not-an-email", "phoneNumber": "100"}, {}, {"email": "null"}, {"email": "ok@x.io", "phoneNumber": "12ab"}],
+        [
+            {"email": "not-an-email", "phoneNumber": "100"},
+            {},
+            {"email": "null"},
+            {"email": "ok@x.io", "phoneNumber": "12ab"},
+        ],
+        strict=True,
     ):
         error = client.post("/identify", json=body).get_json()["error"]
         assert (reject["code"], reject["message"], reject.get("fields")) == (
@@ -244,8 +260,12 @@ def test_ndjson_gzip_and_standard_input(runner, db, tmp_path):
 def test_exit_status_two_when_the_import_cannot_run(runner, database_url, tmp_path):
     """SPEC §11: 2 for no such file and for no database."""
     assert run_import(runner, str(tmp_path / "missing.csv")).exit_code == 2
-    path = write_csv(tmp_path / "orders.csv", [{"email": "a@x.io", "phoneNumber": "", "createdAt": ""}])
-    unreachable = create_app({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none", "REQUEST_DEADLINE_S": 1})
+    path = write_csv(
+        tmp_path / "orders.csv", [{"email": "a@x.io", "phoneNumber": "", "createdAt": ""}]
+    )
+    unreachable = create_app(
+        {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none", "REQUEST_DEADLINE_S": 1}
+    )
     result = unreachable.test_cli_runner().invoke(args=["import", path])
     assert result.exit_code == 2
     assert "cannot reach the database" in result.output
@@ -315,7 +335,11 @@ def test_an_import_killed_in_the_middle_of_a_batch_completes_when_run_again(
     primaries locked, ids taken, its rows on their way in), §6 still holds and nothing of
     the batch is stored; the same file run again ends equal to an uninterrupted import."""
     orders = sorted(random_history(11, 60), key=lambda order: order["createdAt"]) + [
-        {"email": f"late{n}@x.io", "phoneNumber": str(100 + n % 12), "createdAt": f"2021-01-01T00:00:{n:02}"}
+        {
+            "email": f"late{n}@x.io",
+            "phoneNumber": str(100 + n % 12),
+            "createdAt": f"2021-01-01T00:00:{n:02}",
+        }
         for n in range(60)
     ]
     path = write_csv(tmp_path / "orders.csv", orders)
@@ -358,7 +382,10 @@ def test_live_checkouts_during_an_import_keep_the_invariants(app, runner, db, tm
     def shop(seed: int) -> None:
         rng, client = random.Random(seed), app.test_client()
         while not done.is_set():
-            body = {"email": f"e{rng.randrange(16)}@x.io", "phoneNumber": str(100 + rng.randrange(14))}
+            body = {
+                "email": f"e{rng.randrange(16)}@x.io",
+                "phoneNumber": str(100 + rng.randrange(14)),
+            }
             response = client.post("/identify", json=body)
             if response.status_code != 200:
                 failures.append(response.status_code)

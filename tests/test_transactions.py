@@ -21,7 +21,7 @@ from conftest import identify, wait_for
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.database import transaction
+from identity.database import migrations, transaction
 from identity.database.connections import close_pool, run_unit
 from identity.feed.webhooks.config import WebhookConfig
 from identity.feed.webhooks.deliverer import Deliverer
@@ -282,3 +282,43 @@ def test_an_erase_whose_commit_answer_was_lost_answers_200_once_done(proxied_cli
     assert response.get_json() == {"erased": erased}
     assert [kind for kind, _ in events_of(db, "correction-1")] == ["customer_erased"]
     assert proxied_client.delete(f"/contacts/{secondary}").status_code == 404
+
+
+# --- Migrations under the same retry policy ------------------------------------------------
+
+
+@pytest.fixture
+def fresh_database(database_url):
+    """A new, empty database on the test server, dropped afterwards."""
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS transactions_migrate WITH (FORCE)")
+        cur.execute("CREATE DATABASE transactions_migrate")
+    yield psycopg2.extensions.make_dsn(database_url, dbname="transactions_migrate")
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE transactions_migrate WITH (FORCE)")
+    admin.close()
+
+
+def test_a_migration_blocked_by_a_lock_is_retried_then_refused_with_a_reason(
+    fresh_database, tmp_path, monkeypatch
+):
+    """Its lock waits are short and retried, so requests never queue behind it for long;
+    when the lock stays taken, init-db stops with a message, and a later run succeeds."""
+    monkeypatch.setattr(migrations, "MIGRATION_LIMITS", transaction.Limits(0, 100, 0))
+    monkeypatch.setattr(migrations, "MIGRATION_RETRIES", 2)
+    (tmp_path / "001_table.sql").write_text("CREATE TABLE held (id integer, note text);")
+    migrations.migrate(fresh_database, tmp_path)
+    (tmp_path / "002_column.sql").write_text("ALTER TABLE held ADD COLUMN since date;")
+    holder = psycopg2.connect(fresh_database)
+    with holder.cursor() as cur:  # a long transaction that has read the table
+        cur.execute("SELECT * FROM held")
+    try:
+        with pytest.raises(migrations.MigrationError) as refused:
+            migrations.migrate(fresh_database, tmp_path)
+    finally:
+        holder.rollback()
+    assert "002_column.sql could not get its locks in 3 attempts" in str(refused.value)
+    assert migrations.migrate(fresh_database, tmp_path).applied == ["002_column.sql"]
+    holder.close()

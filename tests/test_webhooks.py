@@ -187,7 +187,8 @@ def scraped(client, subscriber_name: str = "default") -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name.startswith("identity_webhook") and sample.labels == {"subscriber": subscriber_name}
+        if sample.name.startswith("identity_webhook")
+        and sample.labels == {"subscriber": subscriber_name}
     }
 
 
@@ -206,7 +207,10 @@ def checkouts(count: int, seed: int) -> list[dict]:
     """New customers, new secondaries and merges: every kind of event the writes make."""
     rng = random.Random(seed)
     return [
-        {"email": f"w{rng.randrange(count // 2)}@x.io", "phoneNumber": str(rng.randrange(count // 2))}
+        {
+            "email": f"w{rng.randrange(count // 2)}@x.io",
+            "phoneNumber": str(rng.randrange(count // 2)),
+        }
         for _ in range(count)
     ]
 
@@ -231,7 +235,7 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
                 # The worst moment: the receiver has the batch, the 2xx has not left yet.
                 receiver.before_next_answer = deliverer.process.kill
                 wait_for(
-                    lambda: deliverer.process.poll() is not None or caught_up(db, receiver),
+                    lambda d=deliverer: d.process.poll() is not None or caught_up(db, receiver),
                     "the deliverer to be killed while its batch is answered",
                 )
                 receiver.before_next_answer = None
@@ -239,7 +243,7 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
                 # Any moment while it works: after its first request, unless it has nothing to do.
                 seen = receiver.requests
                 wait_for(
-                    lambda: receiver.requests > seen or caught_up(db, receiver),
+                    lambda seen=seen: receiver.requests > seen or caught_up(db, receiver),
                     "the deliverer to send a batch",
                 )
                 time.sleep(rng.uniform(0, 0.4))

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 SHIPPED = Path(__file__).resolve().parent / "blocklists"
 
@@ -26,6 +27,14 @@ class _Rules:
 
     def blocks(self, value: str) -> bool:
         return value in self.exact or any(pattern.fullmatch(value) for pattern in self.patterns)
+
+
+class Blocks(Protocol):
+    """What the normalisation asks of a blocklist (Blocklist or StoredBlocklist)."""
+
+    def blocks_email(self, email: str) -> bool: ...
+
+    def blocks_phone_number(self, raw: str, normalised: str | None) -> bool: ...
 
 
 class Blocklist:

@@ -296,11 +296,14 @@ SELECT contactId, repointedIds
    AND %(contact_id)s = ANY(repointedIds)
 """
 
-# The row this session inserted last (see write_and_commit). currval() is volatile: as a
-# scalar subquery it is evaluated once, so the look-up stays a primary-key index scan
-# instead of calling it for every row of the table.
+# The id and createdAt of the row this session inserted last (see write_and_commit); its
+# values are the request's. Read after the COMMIT, when a correction waiting for the
+# write's locks may already have changed the row: an erase would show it emptied, so only
+# what no correction changes is read. currval() is volatile: as a scalar subquery it is
+# evaluated once, so the look-up stays a primary-key index scan instead of calling it for
+# every row of the table.
 SELECT_INSERTED_CONTACT = """
-SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+SELECT id, createdAt
   FROM contact
  WHERE id = (SELECT currval(pg_get_serial_sequence('contact', 'id')))
 """
@@ -456,9 +459,10 @@ def write_and_commit(
     request: the checkout's email, phone_number and request_id. relinks: {row id: new
     linkedId} for RELINK_ROWS (orphans stored as SPEC §2 presents them), applied first.
     demotion: survivor_id and loser_ids for DEMOTE_PRIMARIES, or None. insert: whether
-    to INSERT_CONTACT a row linked to linked_id. The new row is read back after the
-    COMMIT, in the same round trip and so on the same server session (a pooler switches
-    sessions only between round trips that end a transaction), through currval."""
+    to INSERT_CONTACT a row linked to linked_id. The new row's id and createdAt are read
+    back after the COMMIT (SELECT_INSERTED_CONTACT), in the same round trip and so on the
+    same server session (a pooler switches sessions only between round trips), through
+    currval; its values are the request's, as they were when the write committed."""
     statements = (
         ([RELINK_ROWS] if relinks else [])
         + ([DEMOTE_PRIMARIES] if demotion else [])
@@ -474,7 +478,12 @@ def write_and_commit(
         transaction.commit(
             cur, ";".join(statements), params, then=SELECT_INSERTED_CONTACT if insert else None
         )
-        return ContactRow(*cur.fetchone()) if insert else None
+        if not insert:
+            return None
+        row_id, created_at = cur.fetchone()
+    precedence = "primary" if linked_id is None else "secondary"
+    email, phone_number = request["email"], request["phone_number"]
+    return ContactRow(row_id, email, phone_number, linked_id, precedence, created_at)
 
 
 def record_suspected_hubs(

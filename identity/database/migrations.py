@@ -12,8 +12,8 @@ order. Nothing outlives a transaction, so this works through a transaction-mode 
 (PgBouncer): a session lock would stay behind on the pooled server connection and block
 the next run for good.
 
-Lock waits are short and bounded: each attempt waits at most lock_wait_s for the
-migration lock or for a table lock (requests queue behind a DDL statement waiting for its
+Lock waits are short and bounded: each attempt waits at most MIGRATION_LIMITS.lock_ms
+for the migration lock or for a table lock (requests queue behind a DDL statement waiting for its
 lock), and is retried a few times under the one retry policy (transaction.py); then the
 run stops with an error that says which lock it could not get.
 
@@ -32,9 +32,9 @@ import psycopg2
 from . import ledger, transaction
 
 _MIGRATION_NAME = re.compile(r"[0-9]{3}_[a-z0-9_]+\.sql")
-# Each attempt's longest lock wait; no statement limit (an index on a large table takes
-# what it takes).
-LOCK_WAIT_S = 5.0
+# Each migration's transaction: no statement limit (an index on a large table takes what
+# it takes), but its lock waits are short, since requests queue behind a waiting lock.
+MIGRATION_LIMITS = transaction.Limits(statement_ms=0, lock_ms=5000, idle_ms=0)
 MIGRATION_RETRIES = 5
 CONNECT_TIMEOUT_S = 10
 
@@ -72,18 +72,17 @@ def discover(schema_dir: Path) -> list[Migration]:
     return [Migration.read(path) for path in paths]
 
 
-def migrate(database_url: str, schema_dir: Path, lock_wait_s: float = LOCK_WAIT_S) -> Report:
+def migrate(database_url: str, schema_dir: Path) -> Report:
     """Apply every pending migration; refuse if an applied one has changed."""
     migrations = discover(schema_dir)
     conn = psycopg2.connect(
         database_url, application_name="identity-migrate", connect_timeout=CONNECT_TIMEOUT_S
     )
     conn.autocommit = True  # transactions are opened explicitly (transaction.begin)
-    limits = transaction.Limits(statement_ms=0, lock_ms=round(lock_wait_s * 1000), idle_ms=0)
     applied: list[str] = []
     try:
         with conn.cursor() as cur:
-            while (migration := _apply_next(cur, migrations, limits)) is not None:
+            while (migration := _apply_next(cur, migrations)) is not None:
                 applied.append(migration.name)
     finally:
         conn.close()
@@ -93,14 +92,14 @@ def migrate(database_url: str, schema_dir: Path, lock_wait_s: float = LOCK_WAIT_
     )
 
 
-def _apply_next(cur, migrations: list[Migration], limits) -> Migration | None:
+def _apply_next(cur, migrations: list[Migration]) -> Migration | None:
     """One transaction, retried after a lock wait that ran out: the first pending
     migration and its ledger row (None: none left)."""
     waiting_for = ["the migration lock"]  # what the attempt waits for, for the error
 
     def attempt() -> Migration | None:
         waiting_for[0] = "the migration lock"
-        transaction.begin(cur, ledger.LOCK_MIGRATIONS, limits=limits)
+        transaction.begin(cur, ledger.LOCK_MIGRATIONS, limits=MIGRATION_LIMITS)
         ledger.create_migration_ledger(cur)
         recorded = ledger.applied_migrations(cur)
         _refuse_changed(migrations, recorded)
@@ -117,16 +116,15 @@ def _apply_next(cur, migrations: list[Migration], limits) -> Migration | None:
             attempt, budget=MIGRATION_RETRIES, rollback=lambda: _rollback(cur), pause_cap_s=1.0
         )
     except transaction.GaveUp:
-        raise MigrationError(
-            f"could not get {waiting_for[0]} in {MIGRATION_RETRIES + 1} attempts of "
-            f"{limits.lock_ms / 1000:g} s: "
-            + (
-                "another init-db is applying a migration; run init-db again when it is done"
-                if waiting_for[0] == "the migration lock"
-                else "other sessions hold a table it changes (see pg_stat_activity); "
-                "run init-db again when they are done"
-            )
-        ) from None
+        attempts = f"in {MIGRATION_RETRIES + 1} attempts"
+        if waiting_for[0] == "the migration lock":
+            reason = f"could not get the migration lock {attempts}: another init-db is "
+            reason += "applying a migration; run init-db again when it is done"
+        else:
+            reason = f"{waiting_for[0].removeprefix('a table lock for ')} could not get its "
+            reason += f"locks {attempts}: other sessions hold the tables it changes; run it "
+            reason += "again when they are done"
+        raise MigrationError(reason) from None
     except psycopg2.Error as error:
         _rollback(cur)
         name = waiting_for[0].removeprefix("a table lock for ")

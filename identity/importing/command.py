@@ -9,10 +9,10 @@ import math
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 
 import click
 import psycopg2
@@ -37,7 +37,9 @@ def default_rejects_path(file: str) -> str:
     return "stdin.rejects.ndjson" if file == "-" else f"{file}.rejects.ndjson"
 
 
-def run_import(settings, configured_blocklist, file: str, rejects_path: str, batch_size: int) -> int:
+def run_import(
+    settings, configured_blocklist, file: str, rejects_path: str, batch_size: int
+) -> int:
     """Import FILE; settings are the app's (DATABASE_URL, timeouts, RETRY_BUDGET).
 
     Returns the exit status: EXIT_IMPORTED, EXIT_REJECTED or EXIT_FAILED."""
@@ -93,14 +95,24 @@ class _Chunk:
     position: int = 0  # bytes of the input consumed when the chunk was complete
 
     def add(self, item: Order | Reject) -> None:
-        (self.rejects if isinstance(item, Reject) else self.orders).append(item)
+        if isinstance(item, Reject):
+            self.rejects.append(item)
+        else:
+            self.orders.append(item)
         self.read += 1
         self.last_line = item.line
 
 
 class _Import:
     def __init__(
-        self, conn, source: Source, rejects, rejects_path: str, batch_size: int, settings, configured
+        self,
+        conn,
+        source: Source,
+        rejects,
+        rejects_path: str,
+        batch_size: int,
+        settings,
+        configured,
     ):
         self.source, self.rejects, self.rejects_path = source, rejects, rejects_path
         self.batch_size = batch_size
@@ -112,7 +124,7 @@ class _Import:
             load=lambda: stored,
             refresh_s=math.inf,
         )
-        self.validator = OrderValidator(blocklist, default_time=datetime.now(timezone.utc))
+        self.validator = OrderValidator(blocklist, default_time=datetime.now(UTC))
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )
@@ -152,7 +164,9 @@ class _Import:
         if self.stop_requested:
             raise KeyboardInterrupt
         self.stop_requested = True
-        click.echo("\nimport: stopping after the current batch (Ctrl-C again to abort it)", err=True)
+        click.echo(
+            "\nimport: stopping after the current batch (Ctrl-C again to abort it)", err=True
+        )
 
     def _resume_hint(self) -> str:
         return (
@@ -179,9 +193,7 @@ class _Import:
         """The input cut into batches of valid orders, with the rejects read on the way."""
         chunk = _Chunk()
         for item in read_orders(self.source):
-            if not isinstance(item, Reject):
-                item = self.validator.validate(item)
-            chunk.add(item)
+            chunk.add(item if isinstance(item, Reject) else self.validator.validate(item))
             if len(chunk.orders) >= self.batch_size:
                 chunk.position = self.source.position()
                 yield chunk

@@ -72,8 +72,10 @@ class BatchLinker:
         self._primary: dict[int, _Primary] = {}
         self.stored_primaries: set[int] = set()
         for owner in owners:
-            index = self._email_owner if owner.email is not None else self._phone_owner
-            index.setdefault(owner.email or owner.phone_number, owner.primary_id)
+            if owner.email is not None:
+                self._email_owner.setdefault(owner.email, owner.primary_id)
+            elif owner.phone_number is not None:  # every owner holds one of the two
+                self._phone_owner.setdefault(owner.phone_number, owner.primary_id)
             self._primary[owner.primary_id] = _Primary(owner.primary_id, owner.primary_created_at)
             self._parent[owner.primary_id] = owner.primary_id
             self.stored_primaries.add(owner.primary_id)
@@ -102,7 +104,11 @@ class BatchLinker:
         inserted = brings_new_value(email, phone_number, self._email_owner, self._phone_owner)
         if inserted:
             row = NewRow(
-                _PROVISIONAL + len(self._new_rows), email, phone_number, order.created_at, order.line
+                _PROVISIONAL + len(self._new_rows),
+                email,
+                phone_number,
+                order.created_at,
+                order.line,
             )
             self._new_rows.append(row)
             self._primary[row.provisional_id] = _Primary(row.provisional_id, row.created_at)

@@ -89,6 +89,7 @@ class Loader:
             zip(
                 (row.provisional_id for row in plan.new_rows),
                 repository.reserve_ids(cur, len(plan.new_rows)) if plan.new_rows else [],
+                strict=True,
             )
         )
 

@@ -1,4 +1,5 @@
-"""SPEC §4 on each order, with the service's own rules (identity/customers/normalise.py), and createdAt.
+"""SPEC §4 on each order, with the service's own rules (identity/customers/normalise.py),
+and createdAt.
 
 The rules are the functions the request schema calls; their results are remembered per
 raw value (bounded caches), since a shop's orders repeat the same e-mails and phone
@@ -7,7 +8,7 @@ POST /identify would answer with.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from marshmallow import ValidationError
@@ -42,7 +43,9 @@ class OrderValidator:
         """default_time stands in for a missing createdAt (the time of the import)."""
         self.default_time = default_time
         self._email = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_email, blocklist))
-        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_phone_number, blocklist))
+        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(
+            _outcome_of(normalise_phone_number, blocklist)
+        )
 
     def validate(self, raw: RawOrder) -> Order | Reject:
         email, email_error = self._field(self._email, raw.email)
@@ -58,7 +61,7 @@ class OrderValidator:
             if message
         }
         try:
-            if field_errors:
+            if field_errors or created_at is None:
                 raise ValidationError(field_errors)
             check_identifiers({"email": email, "phone_number": phone_number})
         except ValidationError as error:
@@ -103,4 +106,4 @@ def parse_created_at(value, default: datetime) -> datetime | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

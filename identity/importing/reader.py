@@ -11,10 +11,11 @@ import io
 import json
 import sys
 import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
-from typing import IO, Iterator
+from typing import IO
 
 COLUMNS = ("email", "phoneNumber", "createdAt")
 
@@ -60,7 +61,7 @@ class Source:
             binary = gzip.GzipFile(fileobj=self._raw)
         # Undecodable bytes survive as lone surrogates, which validation rejects (SPEC §4)
         # instead of the whole import stopping on one bad line.
-        self.text: IO[str] = io.TextIOWrapper(
+        self.text = io.TextIOWrapper(
             binary, encoding="utf-8", errors="surrogateescape", newline=""
         )
         self.is_ndjson = self._looks_like_ndjson(path)
@@ -127,7 +128,7 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: RFC 8259 has neither
 
 
-def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+def read_ahead(items: Iterator, depth: int = 2) -> Generator:
     """Iterate `items` in a background thread, up to `depth` items ahead of the consumer.
 
     Reading and validating the next batch then overlaps the database's work on the

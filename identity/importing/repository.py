@@ -97,7 +97,8 @@ WITH demotion AS (
            AS d (loser_id, survivor_id, email, phone_number)
 ),
 former_links AS (
-    SELECT demotion.loser_id, demotion.survivor_id, array_agg(contact.id ORDER BY contact.id) AS row_ids
+    SELECT demotion.loser_id, demotion.survivor_id,
+           array_agg(contact.id ORDER BY contact.id) AS row_ids
       FROM demotion JOIN contact ON contact.linkedId = demotion.loser_id
      WHERE contact.deletedAt IS NULL
      GROUP BY demotion.loser_id, demotion.survivor_id
@@ -191,8 +192,11 @@ def record_and_commit(cur, new_ids: list[int], demotions: list[tuple], request_i
     params = {"request_id": request_id, "new_ids": new_ids}
     if demotions:
         statements.append(DEMOTE_PRIMARIES_BATCH)
-        loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions))
+        loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions, strict=True))
         params.update(
-            loser_ids=loser_ids, survivor_ids=survivor_ids, emails=emails, phone_numbers=phone_numbers
+            loser_ids=loser_ids,
+            survivor_ids=survivor_ids,
+            emails=emails,
+            phone_numbers=phone_numbers,
         )
     transaction.commit(cur, ";".join(statements), params)

@@ -208,7 +208,7 @@ def _log_client_addresses(app: Flask) -> None:
         )
         return wsgi_app(environ, start_response)
 
-    app.wsgi_app = logged
+    app.wsgi_app = logged  # type: ignore[method-assign]  # Flask's way to wrap the WSGI app
 
 
 def create_server(app: Flask, sock: socket.socket) -> _Server:

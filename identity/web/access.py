@@ -35,8 +35,9 @@ import hmac
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from flask import Flask, current_app, g, request
 
@@ -199,7 +200,7 @@ def _presented_token(header: str) -> str:
 
 def _proved_token(tokens: Tokens) -> Token | None:
     """The token a signed-in session proves, for a view that accepts one."""
-    proof = getattr(current_app.view_functions.get(request.endpoint), _PROOF, None)
+    proof = getattr(current_app.view_functions.get(request.endpoint or ""), _PROOF, None)
     digest = proof() if proof else None
     try:
         return tokens.find_digest(bytes.fromhex(digest)) if digest else None
@@ -232,7 +233,7 @@ def _grant(route_role: str, tokens: Tokens) -> tuple[str, str | None]:
 def _decide() -> None:
     if request.routing_exception is not None:
         return  # an unknown path or method: Flask answers 404 or 405, revealing nothing
-    route_role = declared_role(current_app, request.endpoint)
+    route_role = declared_role(current_app, request.endpoint or "")
     if route_role == OPEN:
         return
     if route_role is None:
