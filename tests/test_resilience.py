@@ -106,8 +106,9 @@ def test_terminated_backends_are_replaced_without_a_failed_request(private_datab
     terminated = 0
     try:
         traffic = Traffic(service.port)
-        for _ in range(10):
-            wait_for(lambda: traffic.count(200) >= 5 * (terminated + 1), "traffic to flow")
+        for round_ in range(1, 11):
+            target = 5 * round_
+            wait_for(lambda: traffic.count(200) >= target, "traffic to flow")  # noqa: B023
             with admin.cursor() as cur:
                 cur.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
