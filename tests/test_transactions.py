@@ -314,3 +314,16 @@ def test_a_migration_blocked_by_a_lock_is_retried_then_refused_with_a_reason(
     assert "002_column.sql could not get its locks in 3 attempts" in str(refused.value)
     assert migrations.migrate(fresh_database, tmp_path).applied == ["002_column.sql"]
     holder.close()
+
+
+def test_the_import_says_why_it_cannot_connect(database_url, tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text("email,phoneNumber,createdAt\na@x.io,1,2024-01-01\n")
+    wrong_password = psycopg2.extensions.parse_dsn(database_url) | {"password": "wrong"}
+    app = create_app({"DATABASE_URL": psycopg2.extensions.make_dsn(**wrong_password)})
+
+    result = app.test_cli_runner().invoke(args=["import", str(orders)])
+
+    assert result.exit_code == 2
+    assert "password authentication failed" in result.output, result.output
+    assert 'user "postgres"' not in result.output and "wrong" not in result.output
