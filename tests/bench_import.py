@@ -38,7 +38,7 @@ from bench import (  # also puts the project on sys.path
 )
 from servers import PROJECT_ROOT
 
-from identity.database.connections import apply_schema
+from identity.database.migrations import migrate
 from identity.dev.embedded import EmbeddedPostgres
 
 START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -210,7 +210,7 @@ def main() -> int:
             server = EmbeddedPostgres(durable=True)
             database_url = server.start()
         try:
-            apply_schema(database_url, PROJECT_ROOT / "sql")
+            migrate(database_url, PROJECT_ROOT / "sql")
             runs = []
             for number in range(args.runs):
                 print(f"run {number + 1} of {args.runs}", flush=True)

@@ -106,12 +106,11 @@ def test_detach_of_a_deleted_row_is_a_404(client, db, chain):
 
 
 def test_history_records_what_was_detached_and_how_the_customer_split(client, chain):
-    response = client.post("/contacts/3/detach", json={"phoneNumber": "2"},
-                           headers={"X-Request-Id": "split-1"})
+    response = client.post("/contacts/3/detach", json={"phoneNumber": "2"})
     assert response.status_code == 200
     events = client.get("/contacts/3/history").get_json()["events"]
     mine = [(e["kind"], e["contactId"], e["primaryId"], e["phoneNumber"], e["repointedIds"])
-            for e in events if e["requestId"] == "split-1"]
+            for e in events if e["requestId"] == response.headers["X-Request-Id"]]
     assert ("value_detached", 3, 1, "2", None) in mine
     assert ("customer_split", 3, 3, None, None) in mine
     story_of_1 = client.get("/contacts/1/history").get_json()

@@ -230,3 +230,17 @@ def test_init_db_uses_the_migration_url_when_it_is_set(fresh_database):
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0, result.output
     assert ledger(fresh_database).keys() == {m.name for m in discover(SCHEMA_DIR)}
+
+
+def test_a_database_that_applied_001_before_its_comment_was_corrected_migrates(fresh_database):
+    """001's first comment once named a document the repository does not ship; the
+    statements are unchanged, so a ledger holding that text's checksum is accepted."""
+    migrate(fresh_database, SCHEMA_DIR)
+    conn = psycopg2.connect(fresh_database)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE schema_migration SET checksum = %s WHERE name = '001_contact.sql'",
+            ("723407f508165b6cb520254682de979063ac408a76babed9bcd8916e69970ab3",),
+        )
+    conn.close()
+    assert migrate(fresh_database, SCHEMA_DIR).applied == []

@@ -124,6 +124,7 @@ class _Import:
             load=lambda: stored,
             refresh_s=math.inf,
         )
+        blocklist.refresh_now()
         self.validator = OrderValidator(blocklist, default_time=datetime.now(UTC))
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]

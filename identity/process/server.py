@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from importlib.metadata import version
 
 from flask import Flask
 from waitress import wasyncore
@@ -30,6 +31,9 @@ from identity.database.connections import close_pool
 
 from .logs import configure_logging
 
+# This module subclasses and reaches into waitress (tests/test_waitress_internals.py names
+# every internal it uses): it runs only with the waitress it was written for.
+WAITRESS_VERSION = "3.0.2"
 DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
 # The supervisor passes the listening socket's file descriptor in this variable.
@@ -281,10 +285,21 @@ def serve(app: Flask, sock: socket.socket) -> None:
         close_pool(app)
 
 
+def check_waitress_version(installed: str | None = None) -> None:
+    """Exit with one line naming both versions when another waitress is installed."""
+    found = installed or version("waitress")
+    if found != WAITRESS_VERSION:
+        raise SystemExit(
+            f"identity needs waitress {WAITRESS_VERSION} (identity/process/server.py uses its"
+            f" internals), found waitress {found}"
+        )
+
+
 def main() -> None:
     """A worker process, as the supervisor starts it."""
     from identity import create_app
 
+    check_waitress_version()
     sock = socket.socket(fileno=int(os.environ[LISTEN_FD_VARIABLE]))
     serve(create_app(), sock)
 

@@ -36,7 +36,7 @@ from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
-from .server import LISTEN_FD_VARIABLE
+from .server import LISTEN_FD_VARIABLE, check_waitress_version
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -178,6 +178,7 @@ class Supervisor:
 
 
 def main() -> int:
+    check_waitress_version()
     settings = config.from_environment()
     configure_logging(settings["LOG_LEVEL"])
     access.log_configuration(settings)

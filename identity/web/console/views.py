@@ -114,6 +114,7 @@ def home():
 def find():
     text = request.form.get("q", "")
     schema = current_app.extensions["identity_request_schema"]
+    current_app.extensions["identity_blocklist"].refresh_if_stale()  # outside validation
     try:
         matches = run_unit(lambda conn: search(conn, schema, text))
     except SearchError as error:
