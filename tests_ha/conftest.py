@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,11 @@ def flask_command(database_url: str, *args: str, timeout_s: float = 120, **setti
         text=True,
         timeout=timeout_s,
     )
+
+
+def wait_until(condition, what: str, seconds: float = 60) -> None:
+    """Poll a condition until it holds: synchronisation on state, never on time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from clusters import DATABASE, Cluster, PgBouncer
-from conftest import MEASURED, flask_command
+from conftest import MEASURED, flask_command, wait_until
 from load import Client, feed_ids
 from servers import ServerProcess
 
@@ -107,13 +107,6 @@ def stop_service(server: ServerProcess) -> None:
         raise AssertionError(
             f"the service did not drain:\n{stacks}\n{server.log_path.read_text()[-3000:]}"
         ) from None
-
-
-def wait_until(condition, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class SteadyLoad:

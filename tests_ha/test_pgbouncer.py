@@ -13,7 +13,7 @@ from collections import Counter
 import psycopg2
 import pytest
 from clusters import DATABASE, Cluster, PgBouncer
-from conftest import MEASURED, PROJECT_ROOT, PROXY_VARIABLES, flask_command
+from conftest import MEASURED, PROJECT_ROOT, PROXY_VARIABLES, flask_command, wait_until
 from load import Client, Receiver, feed_ids, racing_checkouts
 from servers import ServerProcess, _stop_with_parent
 
@@ -179,11 +179,7 @@ def test_of_two_deliverers_for_one_subscriber_only_one_delivers(
     load, deliverers, receiver, cluster
 ):
     events = feed_order(cluster)
-    deadline_s = 120
-    waited = threading.Event()
-    while set(receiver.deliveries) != set(events) and not waited.wait(0.05):
-        deadline_s -= 0.05
-        assert deadline_s > 0, f"{len(receiver.deliveries)} of {len(events)} events delivered"
+    wait_until(lambda: set(receiver.deliveries) == set(events), "every event delivered", 120)
     logs = [deliverer.log_text() for deliverer in deliverers]
     assert [deliverer.stop() for deliverer in deliverers] == [0, 0]
     twice = sum(1 for count in receiver.deliveries.values() if count > 1)
