@@ -21,6 +21,7 @@ from identity.feed.repository import FEED_SOURCE_KINDS
 
 THREADS = 16
 CHECKOUTS = 2400
+LEASE_S = 6
 # Settings the service might leave behind on a server connection it used.
 SESSION_SETTINGS = [
     "statement_timeout",
@@ -73,6 +74,9 @@ class Deliverer:
             WEBHOOK_SECRET="ha-test-secret",
             WEBHOOK_BATCH_SIZE="50",
             WEBHOOK_POLL_S="0.05",
+            # A short lease: a successor takes over within LEASE_S of a kill.
+            WEBHOOK_TIMEOUT_S=str(LEASE_S / 3),
+            WEBHOOK_LEASE_S=str(LEASE_S),
         )
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -176,21 +180,34 @@ def test_a_feed_consumer_through_the_pooler_sees_every_event_once(load, service,
 
 
 def test_of_two_deliverers_for_one_subscriber_only_one_delivers(
-    load, deliverers, receiver, cluster
+    load, service, deliverers, receiver, cluster
 ):
     events = feed_order(cluster)
     wait_until(lambda: set(receiver.deliveries) == set(events), "every event delivered", 120)
-    logs = [deliverer.log_text() for deliverer in deliverers]
-    assert [deliverer.stop() for deliverer in deliverers] == [0, 0]
     twice = sum(1 for count in receiver.deliveries.values() if count > 1)
-    MEASURED.append(
-        f"two deliverers for one subscriber through PgBouncer: {len(events)} events, "
-        f"{receiver.requests} requests, delivered twice: {twice}, "
-        f"most requests in flight at once: {receiver.most_in_flight}"
-    )
-    assert twice == 0 and receiver.most_in_flight == 1
+    logs = [deliverer.log_text() for deliverer in deliverers]
     assert sorted('"delivering"' in log for log in logs) == [False, True], logs
     assert any("another deliverer is active" in log for log in logs)
+
+    # The active one dies: no session outlives it on the pooler's side, the lease expires,
+    # and the other takes over from the cursor.
+    active, waiting = sorted(deliverers, key=lambda d: '"delivering"' in d.log_text())[::-1]
+    active.process.kill()
+    client = Client(service.port)
+    assert [
+        client.request("POST", "/identify", {"email": f"late{n}@x.io"})[0] for n in range(5)
+    ] == [200] * 5
+    events = feed_order(cluster)
+    wait_until(lambda: set(receiver.deliveries) == set(events), "the successor to deliver", 60)
+    assert '"delivering"' in waiting.log_text()
+    assert waiting.stop() == 0
+    MEASURED.append(
+        f"two deliverers for one subscriber through PgBouncer: {len(events)} events, "
+        f"{receiver.requests} requests, delivered twice before the active one was killed: "
+        f"{twice}, most requests in flight at once: {receiver.most_in_flight}; the other "
+        "took over after the kill"
+    )
+    assert twice == 0 and receiver.most_in_flight == 1
     assert advisory_locks(cluster) == 0
 
 
