@@ -139,6 +139,15 @@ def test_a_failed_connect_is_logged_with_libpqs_reason_without_names(database_ur
     assert 'user "postgres"' not in caplog.text and "wrong" not in caplog.text
 
 
+def test_a_url_libpq_cannot_read_is_logged_without_its_pieces(caplog):
+    # libpq quotes the piece it cannot read: here, a password that lost its "password=".
+    app = create_app({"TESTING": True, "DATABASE_URL": "host=127.0.0.1 sekret"})
+    with caplog.at_level(logging.WARNING, logger="identity.web.errors"):
+        response = app.test_client().get("/readyz")
+    assert response.get_json()["error"]["code"] == "database_unreachable"
+    assert "invalid dsn" in caplog.text and "sekret" not in caplog.text
+
+
 # --- A COMMIT whose answer is lost --------------------------------------------------------
 
 READY_FOR_QUERY_IDLE = b"Z\x00\x00\x00\x05I"

@@ -165,9 +165,13 @@ def failure_reason(error: Exception) -> str:
     """Why a connection failed, for the log: libpq's words on one line (refused, timeout,
     authentication, "could not make a writable connection", "server closed the
     connection", ...), without the user and database names they may quote. libpq never
-    quotes a password, and connection errors never carry request data."""
+    quotes a password, and connection errors never carry request data; but a URL it
+    cannot read is quoted in pieces, which may be the password: then nothing quoted is
+    kept."""
     text = " ".join(str(error).split())
     text = re.sub(r'(user|database|role) "[^"]*"', r'\1 "…"', text)
+    if "invalid" in text or "missing" in text:
+        text = re.sub(r'"[^"]*"', '"…"', text)
     return f"{type(error).__name__}: {text[:300]}"
 
 

@@ -25,8 +25,10 @@ from identity.customers.normalise import (
 
 from .reader import RawOrder, Reject
 
-# Distinct raw values remembered per kind: bounds the memory of the caches.
+# Distinct raw values remembered per kind, each at most CACHED_LENGTH characters long
+# (a valid e-mail has at most 254): bounds the memory of the caches, whatever the input.
 CACHE_SIZE = 200_000
+CACHED_LENGTH = 512
 _INVALID_TIME = "must be an ISO 8601 date and time"
 
 
@@ -74,6 +76,8 @@ class OrderValidator:
     def _field(normalise, value) -> tuple[object, str | None]:
         if value is None:
             return None, None
+        if isinstance(value, str) and len(value) > CACHED_LENGTH:
+            return normalise.__wrapped__(value)
         try:
             return normalise(value)
         except TypeError:  # unhashable (a JSON object or array): no cache, same rule
