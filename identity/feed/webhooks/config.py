@@ -38,7 +38,7 @@ class WebhookConfig:
     # Retries wait base * 2^attempt seconds, at most max, half of it random (jitter).
     backoff_base_s: float
     backoff_max_s: float
-    # How often an idle deliverer, or one waiting for the subscriber's lock, looks again.
+    # How often an idle deliverer, or one waiting for the subscriber's lease, looks again.
     poll_interval_s: float
     # How long a deliverer's right to its subscriber lasts unless renewed: the wait before
     # another deliverer takes over from one that died. At least 3 x timeout_s, so that a
