@@ -574,9 +574,11 @@ def customer_with_history_page(
 
     customer_of(rows, contact_id) picks the customer's rows among the stored groups."""
     with conn.cursor() as cur:
-        cur.execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" + RESOLVE_CUSTOMER_OF_CONTACT,
+        transaction.begin(
+            cur,
+            RESOLVE_CUSTOMER_OF_CONTACT,
             {"contact_id": contact_id},
+            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
         )
         try:
             rows = customer_of([ContactRow(*row) for row in cur], contact_id)
@@ -588,7 +590,7 @@ def customer_with_history_page(
             cur.execute(CUSTOMER_MERGES, params)
             merges = cur.fetchall()
         finally:
-            cur.execute("COMMIT")  # read only: ends the snapshot, also after NotFound
+            transaction.commit(cur)  # read only: ends the snapshot, also after NotFound
         return rows, events, size, merges
 
 
