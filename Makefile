@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean lint
+.PHONY: help run serve db-init deliver import import-file renormalise bench-big test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,11 +70,17 @@ import: $(STAMP) ## import historical orders: make import FILE=orders.csv[.gz] [
 import-file:
 	$(PY) -m flask --app identity import "$(FILE)" $(if $(REJECTS),--rejects "$(REJECTS)")
 
+renormalise: $(STAMP) ## after changing PHONE_REGION: rewrite stored phones, merge customers (DRY_RUN=1: report only)
+	$(WITH_DB) $(PY) -m flask --app identity renormalise $(if $(DRY_RUN),--dry-run)
+
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
 bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
 	$(PY) tests/bench.py
+
+bench-big: $(STAMP) ## one customer of 30,000 rows: checkouts, look-ups, console page (~1 min)
+	$(PY) tests/bench_big_customer.py
 
 profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
 	$(PY) tests/cpu_profile.py

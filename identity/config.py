@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from identity.customers.normalise import known_region
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,14 @@ def _names(name: str, default: str) -> set[str]:
     return {
         item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()
     }
+
+
+def phone_region(region: str | None) -> str | None:
+    """PHONE_REGION checked: a typo must stop the service, not silently store two forms."""
+    region = region.strip().upper() if region else None
+    if region is not None and not known_region(region):
+        raise ValueError(f"PHONE_REGION={region!r} is not a region with a phone numbering plan")
+    return region
 
 
 def default_workers() -> int:
@@ -85,4 +95,7 @@ def from_environment() -> dict:
         # alert records it, block also puts it on the stored blocklist.
         "HUB_MAX_PARTNERS": _int("HUB_MAX_PARTNERS", 10),
         "HUB_ACTION": os.environ.get("HUB_ACTION", "alert"),
+        # Phone numbers of this region (GB, IN, ...) and international ones are stored in
+        # E.164 (identity/customers/normalise.py); unset: separators removed only.
+        "PHONE_REGION": os.environ.get("PHONE_REGION") or None,
     }

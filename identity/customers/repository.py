@@ -389,6 +389,25 @@ SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber
  ORDER BY id
 """
 
+# One page of a customer's history, newest first (the support console pages a customer
+# of thousands of rows), the number of its events, and its merges (primary_demoted:
+# the console's graph draws each). row_ids: the customer's rows.
+CUSTOMER_HISTORY_PAGE = """
+SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds,
+       valueKind
+  FROM contact_event
+ WHERE contactId = ANY(%(row_ids)s)
+ ORDER BY id DESC
+ LIMIT %(limit)s OFFSET %(offset)s
+"""
+CUSTOMER_HISTORY_SIZE = "SELECT count(*) FROM contact_event WHERE contactId = ANY(%(row_ids)s)"
+CUSTOMER_MERGES = """
+SELECT contactId, primaryId
+  FROM contact_event
+ WHERE contactId = ANY(%(row_ids)s) AND kind = 'primary_demoted'
+ ORDER BY id
+"""
+
 
 def value_lock_keys(email: str | None, phone_number: str | None) -> list[int]:
     """The advisory-lock keys of a request's values: 64-bit BLAKE2b hashes, sorted."""
@@ -545,6 +564,34 @@ def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list
         events = cur.fetchall()
         transaction.commit(cur)
         return rows, events
+
+
+def customer_with_history_page(
+    conn, contact_id: int, customer_of, offset: int, limit: int
+) -> tuple[list[ContactRow], list[tuple], int, list[tuple[int, int]]]:
+    """The rows of a row's customer, one page of its history (newest first), the number
+    of its events and its merges, in one read-only snapshot (see customer_with_history).
+
+    customer_of(rows, contact_id) picks the customer's rows among the stored groups."""
+    with conn.cursor() as cur:
+        transaction.begin(
+            cur,
+            RESOLVE_CUSTOMER_OF_CONTACT,
+            {"contact_id": contact_id},
+            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        try:
+            rows = customer_of([ContactRow(*row) for row in cur], contact_id)
+            params = {"row_ids": [row.id for row in rows], "offset": offset, "limit": limit}
+            cur.execute(CUSTOMER_HISTORY_PAGE, params)
+            events = cur.fetchall()
+            cur.execute(CUSTOMER_HISTORY_SIZE, params)
+            (size,) = cur.fetchone()
+            cur.execute(CUSTOMER_MERGES, params)
+            merges = cur.fetchall()
+        finally:
+            transaction.commit(cur)  # read only: ends the snapshot, also after NotFound
+        return rows, events, size, merges
 
 
 def detach_and_commit(

@@ -164,7 +164,9 @@ class _Import:
             refresh_s=math.inf,
         )
         blocklist.refresh_now()
-        self.validator = OrderValidator(blocklist, default_time=datetime.now(UTC))
+        self.validator = OrderValidator(
+            blocklist, default_time=datetime.now(UTC), phone_region=settings["PHONE_REGION"]
+        )
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )

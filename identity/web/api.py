@@ -15,7 +15,6 @@ from . import access
 from .errors import ApiError
 from .schemas import (
     customer_history,
-    detach_request,
     detach_response,
     erase_response,
     feed_page,
@@ -125,7 +124,7 @@ def contact_history(contact_id: int):
 @bp.post("/contacts/<contact_id:contact_id>/detach")
 @access.role("support")
 def detach(contact_id: int):
-    order = detach_request.load(_json_object())
+    order = current_app.extensions["identity_detach_schema"].load(_json_object())
     customers = run_unit(
         lambda conn: corrections.detach(
             conn, contact_id, order["kind"], order["value"], order["block"], g.request_id
