@@ -42,7 +42,7 @@ test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATAB
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff (pyproject.toml) and mypy (setup.cfg) over the code; both must be clean
-	$(PY) -m ruff check identity tests tests_browser tests_package wsgi.py
+	$(PY) -m ruff check identity tests tests_browser tests_ha tests_package wsgi.py
 	$(PY) -m mypy
 
 # SE_OFFLINE: Selenium must never fetch a browser or driver; it is given the installed ones.
@@ -58,6 +58,11 @@ test-proxy: $(STAMP) ## the shipped nginx setup (deploy/nginx) in front of a ser
 		exit 1; \
 	fi
 	NGINX_BIN=$(NGINX_BIN) $(PY) -m pytest -s tests/proxy_checks.py
+
+.PHONY: test-ha
+test-ha: $(STAMP) ## PgBouncer (transaction mode) and a failover to a synchronous standby, on real PostgreSQL 15 (~2 min)
+	tests_ha/install-packages.sh
+	$(PY) -m pytest tests_ha
 
 audit: $(STAMP) ## check the invariants (§6 of docs/behaviour.md) over the whole table; exit 1 listing offenders
 	$(WITH_DB) $(IDENTITY) audit

@@ -35,7 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["identity_request_schema"] = IdentifyRequest(blocklist, phone_region)
     app.extensions["identity_detach_schema"] = DetachRequest(phone_region)
 
-    db.init_app(app, prepare_statements=repository.prepare_statements)
+    db.init_app(app)
     errors.init_app(app)
     observability.init_app(app)
     access.init_app(app)

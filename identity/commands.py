@@ -13,10 +13,11 @@ import psycopg2
 from flask import current_app
 from flask.cli import with_appcontext
 
-from identity.customers import renormalise, repository
+from identity.customers import renormalise
 from identity.customers.audit import find_orphans, find_violations
-from identity.database.connections import connection_parameters
+from identity.database import connections
 from identity.database.migrations import MigrationError, migrate
+from identity.database.transaction import Limits
 from identity.feed.webhooks.config import ConfigError, WebhookConfig
 from identity.feed.webhooks.deliverer import Deliverer
 from identity.importing.command import (
@@ -31,8 +32,10 @@ from identity.process.logs import configure_logging
 @with_appcontext
 def init_db_command() -> None:
     """Apply the pending schema migrations (safe to repeat)."""
+    config = current_app.config
+    database_url = config["MIGRATION_DATABASE_URL"] or config["DATABASE_URL"]
     try:
-        report = migrate(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])
+        report = migrate(database_url, config["SCHEMA_DIR"])
     except MigrationError as error:
         raise click.ClickException(str(error)) from None
     for name in report.applied:
@@ -121,12 +124,10 @@ def renormalise_command(dry_run: bool) -> None:
         raise click.UsageError(
             "PHONE_REGION is unset: stored phone numbers already follow the rule without it"
         )
-    conn = psycopg2.connect(
-        current_app.config["DATABASE_URL"], **connection_parameters(current_app.config)
-    )
-    conn.autocommit = True  # each phone's transaction is opened explicitly, as by /identify
+    config = current_app.config
+    limits = Limits(config["STATEMENT_TIMEOUT_MS"], config["LOCK_TIMEOUT_MS"], idle_ms=0)
+    conn = connections.connect(config, "identity-renormalise", limits)
     try:
-        repository.prepare_statements(conn)
         report = renormalise.renormalise(
             conn,
             region,

@@ -159,6 +159,9 @@ def from_environment() -> dict:
     idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {
         "DATABASE_URL": _text("DATABASE_URL"),
+        # Optional: where init-db connects instead of DATABASE_URL, e.g. the primary itself
+        # rather than PgBouncer (migrations work through either; docs/deployment.md).
+        "MIGRATION_DATABASE_URL": _text("MIGRATION_DATABASE_URL"),
         "HOST": _text("HOST", "127.0.0.1"),
         "PORT": _int("PORT", 3000, minimum=0, maximum=65535),
         "WORKERS": _int("WORKERS", default_workers()),

@@ -77,7 +77,6 @@ def parts_of_a_checkout(database_url: str, repeat: int) -> None:
     app = create_app({"DATABASE_URL": database_url})
     conn = psycopg2.connect(database_url, **connection_parameters(app.config))
     conn.autocommit = True
-    repository.prepare_statements(conn)
     parts: dict[str, list[float]] = {}
 
     def timed(name, work):

@@ -22,18 +22,14 @@ Rows that the rewrite leaves holding only values their customer already had stay
 secondaries: nothing the service stores is dropped by a change of setting.
 """
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from psycopg2 import errors
+from identity.database import transaction
 
 from . import linking, phones_repository, repository
 from .model import ContactRow
 from .normalise import to_e164
-
-_CONFLICTS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ class Report:
     merges: list[Merge] = field(default_factory=list)
 
 
-class CustomerChanged(Exception):
+class CustomerChanged(transaction.RetryTransaction):
     """A customer the rewrite had not seen appeared before its locks: start the phone again."""
 
 
@@ -87,8 +83,8 @@ def renormalise(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Report:
     """Rewrite every stored phone number to its form under `region` and merge the
-    customers that then share one. conn: autocommit, statements prepared
-    (repository.prepare_statements). With dry_run, report what would change, change nothing."""
+    customers that then share one. conn: autocommit (database.connections.connect). With
+    dry_run, report what would change, change nothing."""
     report = Report()
     todo = respellings(conn, region)
     for done, respelling in enumerate(todo, 1):
@@ -113,13 +109,21 @@ def _tally(report: Report, rows: list[ContactRow], respelling: Respelling, merge
 
 
 def _with_retries(conn, respelling: Respelling, request_id: str, retry_budget: int):
-    for attempt in range(retry_budget + 1):
-        try:
-            return _rewrite(conn, respelling, request_id)
-        except (*_CONFLICTS, CustomerChanged):
-            repository.rollback(conn)
-            time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
-    raise TooManyConflicts()
+    """_rewrite under the one retry policy (CustomerChanged is a RetryTransaction)."""
+
+    def rollback() -> None:
+        with conn.cursor() as cur:
+            transaction.rollback(cur)
+
+    try:
+        return transaction.run(
+            lambda: _rewrite(conn, respelling, request_id),
+            budget=retry_budget,
+            rollback=rollback,
+            pause_cap_s=1.0,
+        )
+    except transaction.GaveUp:
+        raise TooManyConflicts() from None
 
 
 def _rewrite(

@@ -7,7 +7,7 @@ from werkzeug.routing import IntegerConverter
 
 from identity.customers import corrections, lookups, reconcile, repository
 from identity.customers.model import Customer
-from identity.database.connections import DatabaseUnavailable, run_unit
+from identity.database.connections import DatabaseUnavailable, SchemaMissing, run_unit
 from identity.feed import events as feed
 from identity.feed import repository as feed_repository
 
@@ -170,9 +170,8 @@ def healthz():
 @bp.get("/readyz")
 @access.open_route
 def readyz():
-    # Taking a connection prepares the service's statements, which needs the schema:
-    # a missing table is a 503 schema_missing before this query runs.
-    run_unit(repository.schema_present)
+    if not run_unit(repository.schema_present):
+        raise SchemaMissing("no contact table")
     return {"status": "ok"}
 
 
