@@ -110,6 +110,8 @@ def test_a_read_only_node_is_a_503_and_its_connections_are_thrown_away(
     app, db, read_only_database, caplog
 ):
     client = app.test_client()
+    # Apps of earlier tests may still hold connections: count ours as the rise above them.
+    others = service_backends(db)
     with caplog.at_level(logging.WARNING, logger="identity.web.errors"):
         response = client.post("/identify", json={"email": "doc@hillvalley.edu"})
 
@@ -117,7 +119,7 @@ def test_a_read_only_node_is_a_503_and_its_connections_are_thrown_away(
     assert response.get_json()["error"]["code"] == "database_switching"
     assert response.headers["Retry-After"].isdigit()
     assert "ReadOnlySqlTransaction" in caplog.text and "hillvalley" not in caplog.text
-    wait_for(lambda: service_backends(db) == 0, "the read-only connection to be closed")
+    wait_for(lambda: service_backends(db) <= others, "the read-only connection to be closed")
 
     with db.cursor() as cur:  # the promotion, as the service sees it
         cur.execute("ALTER DATABASE identity RESET default_transaction_read_only")
