@@ -1,4 +1,4 @@
-"""The write path's locks (see docs/write-path.md): no deadlock whatever the order of ids
+"""The write path's locks (see docs/design.md, "The write path in detail"): no deadlock whatever the order of ids
 and creation times, no transaction id before the locks are held, no personal data in the
 statements that wait for a lock."""
 

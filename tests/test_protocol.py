@@ -1,4 +1,4 @@
-"""The write protocol's steps (docs/write-path.md), each held by a test that fails when the
+"""The write protocol's steps (docs/design.md, "The write path in detail"), each held by a test that fails when the
 step is taken out: one connection holds a lock, another is seen waiting on it in pg_locks,
 and the test then checks what happens next. Synchronised on state, never on time.
 

@@ -87,7 +87,7 @@ matched AS (
 )
 
 # Takes, as the first statements of the write transaction, in one fixed global order,
-# every lock the write needs (see docs/write-path.md):
+# every lock the write needs (see docs/design.md, "The write path in detail"):
 #   1. one transaction-scoped advisory lock per request value, in key order: a writer
 #      that may store a value holds that value's lock, so no two writers can both see a
 #      value as new. The keys are 64-bit hashes computed in Python (value_lock_keys):
