@@ -32,6 +32,12 @@ from .logs import configure_logging
 
 DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
+# A lingering close (RFC 9112 §9.6) after an early refusal ends once the client has
+# sent nothing for LINGER_IDLE_S, or after LINGER_MAX_S whatever it sends (nginx's
+# lingering_timeout and lingering_time).
+LINGER_IDLE_S = 5
+LINGER_MAX_S = 30
+_LINGER_READ_BYTES = 65536
 # The supervisor passes the listening socket's file descriptor in this variable.
 LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
 logger = logging.getLogger(__name__)
@@ -138,16 +144,60 @@ class _JsonErrorTask(ErrorTask):
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
+        self.channel.linger_on_close = True
         self.content_length = len(body)
         self.write(body)
 
 
 class _Channel(HTTPChannel):
-    """A client connection that remembers when its current request began to arrive."""
+    """A client connection that remembers when its current request began to arrive, and
+    closes with a linger after an early refusal.
+
+    A refusal (413, 431, 400) is often answered while the client is still sending the
+    body: closing a socket with unread bytes makes the kernel send a reset, which
+    destroys the answer on its way (measured: 10 to 24 of 30 clients that send a 2 MB
+    body before reading got a reset instead of the 413). So, once the answer is sent, the
+    connection is only half closed (our FIN follows the answer) and what the client still
+    sends is read and dropped until it closes its side or stays silent."""
 
     task_class = _DrainingTask
     error_task_class = _JsonErrorTask
     request_began = 0.0
+    linger_on_close = False  # set by an error answer
+    lingering_since = 0.0  # when the half close happened; 0 while not lingering
+
+    def handle_close(self):
+        if self.linger_on_close and not self.lingering_since and self._half_close():
+            return
+        super().handle_close()
+
+    def _half_close(self) -> bool:
+        """Send our FIN after the answer and start lingering; False if there is nothing
+        to linger for (an answer not sent whole, a socket already gone)."""
+        if self.total_outbufs_len or self.socket is None:
+            return False
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        self.lingering_since = self.last_activity = time.time()
+        self.will_close = self.close_when_flushed = False
+        self.request = None  # any bytes parsed after the refused request are dropped too
+        return True
+
+    def handle_read(self):
+        if not self.lingering_since:
+            return super().handle_read()
+        try:
+            if self.recv(_LINGER_READ_BYTES):  # dropped; an end of stream closes (recv)
+                self.last_activity = time.time()
+        except OSError:
+            super().handle_close()
+
+    def linger_over(self, now: float) -> bool:
+        return bool(self.lingering_since) and (
+            now - self.last_activity > LINGER_IDLE_S or now - self.lingering_since > LINGER_MAX_S
+        )
 
     def received(self, data):
         if self.request is None:  # these bytes start a new request
@@ -193,7 +243,9 @@ class _Server(TcpWSGIServer):
         super().maintenance(now)  # closes connections idle for longer than channel_timeout
         cutoff = now - self.request_timeout_s
         for channel in list(self.active_channels.values()):
-            if channel.request is not None and channel.request_began < cutoff:
+            if channel.linger_over(now):
+                channel.will_close = True  # the loop closes it: handle_write, handle_close
+            elif channel.request is not None and channel.request_began < cutoff:
                 channel.will_close = True
 
 
