@@ -108,7 +108,8 @@ class _DrainingTask(WSGITask):
 def waitress_settings(config) -> dict:
     """Waitress's adjustments from the service's settings."""
     settings = {
-        "threads": config["THREADS"],
+        # Long polls wait on threads of their own (identity/web/api.py): THREADS serve the rest.
+        "threads": config["THREADS"] + config["LONG_POLLS"],
         "ident": "identity",
         "connection_limit": config["CONNECTION_LIMIT"],
         "channel_timeout": config["IDLE_TIMEOUT_S"],

@@ -1,6 +1,7 @@
 """HTTP routes: parse the request, call one function, serialise the answer."""
 
 import json
+import threading
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import IntegerConverter
@@ -26,6 +27,15 @@ from .schemas import (
 
 # Every view declares who may call it (identity/web/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
+
+
+@bp.record_once
+def _long_poll_slots(state) -> None:
+    """LONG_POLLS long polls may wait at once in this process, each on a thread that
+    waitress has on top of THREADS (identity/process/server.py): the THREADS stay free."""
+    state.app.extensions["identity_long_polls"] = threading.BoundedSemaphore(
+        state.app.config["LONG_POLLS"]
+    )
 
 
 class ContactIdConverter(IntegerConverter):
@@ -151,13 +161,34 @@ def hubs():
 @access.role("feed")
 def events():
     query = feed_query.load(request.args.to_dict())
-    page = feed.wait_for_page(
-        lambda: run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"])),
-        query["wait"],
-        # A long poll ends early when the server drains, so SIGTERM is not held up.
-        stopping=lambda: current_app.extensions.get("identity_draining", False),
-    )
+    if not query["wait"]:
+        return feed_page.dump(_read_events(query))
+    slots = current_app.extensions["identity_long_polls"]
+    if not slots.acquire(blocking=False):
+        raise ApiError(
+            429,
+            "too_many_long_polls",
+            "too many long polls are waiting in this server; retry, or read without wait",
+            retry_after=current_app.config["RETRY_AFTER_S"],
+        )
+    try:
+        page = feed.wait_for_page(
+            lambda: _read_events(query),
+            query["wait"],
+            # A long poll ends early when the server drains, so SIGTERM is not held up.
+            stopping=lambda: current_app.extensions.get("identity_draining", False),
+        )
+    finally:
+        slots.release()
     return feed_page.dump(page)
+
+
+def _read_events(query: dict) -> feed.Page:
+    """One read of the feed in an application context of its own: it has its own database
+    deadline (a long poll outlasts the request's), and its pooled connection goes back
+    when it ends, so a waiting long poll holds none."""
+    with current_app.app_context():
+        return run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"]))
 
 
 @bp.get("/healthz")
