@@ -21,7 +21,7 @@ import time
 import bench  # puts the project on sys.path
 from servers import PROJECT_ROOT
 
-from identity.database.connections import apply_schema
+from identity.database.migrations import migrate
 from identity.dev.embedded import EmbeddedPostgres
 
 PY_SPY = PROJECT_ROOT / ".venv" / "bin" / "py-spy"
@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--stacks", default=f"{tempfile.gettempdir()}/identity-stacks.txt")
     args = parser.parse_args()
     with EmbeddedPostgres(durable=True) as server:
-        apply_schema(server.url, PROJECT_ROOT / "sql")
+        migrate(server.url, PROJECT_ROOT / "sql")
         profile(args, server.url)
     print(f"stacks (py-spy raw format, for flame graphs): {args.stacks}")
     return 0

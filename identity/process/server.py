@@ -27,6 +27,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from identity.database.connections import close_pool
+from identity.web.api import LONG_POLL_ALLOWED
 
 from .logs import configure_logging
 
@@ -96,20 +97,73 @@ class _DrainingTask(WSGITask):
     """Once the drain has begun, every answer closes its connection (Connection: close):
     keep-alive clients reconnect, to another server, instead of sending their next
     request down a connection that is about to close. (A WSGI application may not set
-    that hop-by-hop header itself.)"""
+    that hop-by-hop header itself.) The environ also says whether this thread may hold a
+    long poll."""
 
     def build_response_header(self):
         if self.channel.server.draining:
             self.set_close_on_finish()
         return super().build_response_header()
 
+    def get_environment(self):
+        environ = super().get_environment()
+        environ[LONG_POLL_ALLOWED] = getattr(_this_thread, "serves_long_polls", False)
+        return environ
+
+
+_this_thread = threading.local()
+
+
+class _LongPollThreads(ThreadedTaskDispatcher):
+    """LONG_POLLS threads beside waitress's THREADS, for GET /events only: a long poll
+    waits up to 30 s, and on the shared threads a few of them starved the checkouts.
+
+    A feed read goes here only when one of these threads is free for it (never queued
+    behind a waiting poll); otherwise to the shared threads, where the route serves a
+    read without wait and refuses a long poll with a 429."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count, self.reserved, self._reserve_lock = count, 0, threading.Lock()
+        self.set_thread_count(count)
+
+    def handler_thread(self, thread_no):
+        _this_thread.serves_long_polls = True
+        super().handler_thread(thread_no)
+
+    def try_add(self, channel) -> bool:
+        with self._reserve_lock:
+            if self.reserved >= self.count:
+                return False
+            self.reserved += 1
+        self.add_task(_ReservedTask(channel, self._release))
+        return True
+
+    def _release(self) -> None:
+        with self._reserve_lock:
+            self.reserved -= 1
+
+
+class _ReservedTask:
+    def __init__(self, channel, on_done):
+        self.channel, self.on_done = channel, on_done
+
+    def service(self):
+        try:
+            self.channel.service()
+        finally:
+            self.on_done()
+
+
+def _is_feed_read(request) -> bool:
+    return request.command == "GET" and request.path == "/events"
+
 
 
 def waitress_settings(config) -> dict:
     """Waitress's adjustments from the service's settings."""
     settings = {
-        # Long polls wait on threads of their own (identity/web/api.py): THREADS serve the rest.
-        "threads": config["THREADS"] + config["LONG_POLLS"],
+        "threads": config["THREADS"],
         "ident": "identity",
         "connection_limit": config["CONNECTION_LIMIT"],
         "channel_timeout": config["IDLE_TIMEOUT_S"],
@@ -228,6 +282,10 @@ class _Server(TcpWSGIServer):
     request_timeout_s = 15
     draining = False  # set on SIGTERM: answers close their connections from then on
 
+    def add_task(self, channel):
+        if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
+            super().add_task(channel)
+
     def handle_accept(self):
         # Waitress accepts one connection per turn of its loop, and each turn looks at
         # every open connection: a burst of N connections took time quadratic in N
@@ -279,6 +337,7 @@ def create_server(app: Flask, sock: socket.socket) -> _Server:
         sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
     )
     server.request_timeout_s = app.config["REQUEST_TIMEOUT_S"]
+    server.long_polls = _LongPollThreads(app.config["LONG_POLLS"])
     server.answers = answers  # what the drain waits for
     return server
 
@@ -331,6 +390,7 @@ def serve(app: Flask, sock: socket.socket) -> None:
     except KeyboardInterrupt:
         pass  # Ctrl-C or the end of a drain: the normal way to stop, not an error
     finally:
+        server.long_polls.shutdown()
         close_pool(app)
 
 

@@ -1,7 +1,6 @@
 """HTTP routes: parse the request, call one function, serialise the answer."""
 
 import json
-import threading
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.routing import IntegerConverter
@@ -27,15 +26,9 @@ from .schemas import (
 
 # Every view declares who may call it (identity/web/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
-
-
-@bp.record_once
-def _long_poll_slots(state) -> None:
-    """LONG_POLLS long polls may wait at once in this process, each on a thread that
-    waitress has on top of THREADS (identity/process/server.py): the THREADS stay free."""
-    state.app.extensions["identity_long_polls"] = threading.BoundedSemaphore(
-        state.app.config["LONG_POLLS"]
-    )
+# In the WSGI environ, False on a server thread that must not wait for long: a long poll
+# arriving on one is refused (identity/process/server.py sets it; absent elsewhere).
+LONG_POLL_ALLOWED = "identity.long_poll_allowed"
 
 
 class ContactIdConverter(IntegerConverter):
@@ -161,25 +154,21 @@ def hubs():
 @access.role("feed")
 def events():
     query = feed_query.load(request.args.to_dict())
-    if not query["wait"]:
-        return feed_page.dump(_read_events(query))
-    slots = current_app.extensions["identity_long_polls"]
-    if not slots.acquire(blocking=False):
+    if query["wait"] and not request.environ.get(LONG_POLL_ALLOWED, True):
+        # Every long-poll thread of this worker is taken (identity/process/server.py):
+        # waiting here would hold a thread that checkouts need.
         raise ApiError(
             429,
             "too_many_long_polls",
             "too many long polls are waiting in this server; retry, or read without wait",
             retry_after=current_app.config["RETRY_AFTER_S"],
         )
-    try:
-        page = feed.wait_for_page(
-            lambda: _read_events(query),
-            query["wait"],
-            # A long poll ends early when the server drains, so SIGTERM is not held up.
-            stopping=lambda: current_app.extensions.get("identity_draining", False),
-        )
-    finally:
-        slots.release()
+    page = feed.wait_for_page(
+        lambda: _read_events(query),
+        query["wait"],
+        # A long poll ends early when the server drains, so SIGTERM is not held up.
+        stopping=lambda: current_app.extensions.get("identity_draining", False),
+    )
     return feed_page.dump(page)
 
 
