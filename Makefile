@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile clean
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,8 +64,8 @@ import-file:
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
-bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
-	$(PY) tests/bench.py
+bench: $(STAMP) ## throughput, p50/p99 vs concurrency, PostgreSQL's ceiling and a floor; report and PNG in bench-results/ (~4 min; ARGS=--workers 1,2,4)
+	$(PY) tests/bench.py $(ARGS)
 
 profile: $(STAMP) ## CPU microseconds per request by part of the code, sampled with py-spy (~1 min)
 	$(PY) tests/cpu_profile.py
@@ -75,6 +75,9 @@ bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,
 
 bench-import: $(STAMP) ## import of 1 M generated orders: empty and 1 M-row database, vs the API (~10 min; ARGS=--orders N)
 	$(PY) tests/bench_import.py $(ARGS)
+
+soak: $(STAMP) ## 30 min of mixed load, feed and webhooks; memory, files, connections, dead rows, p99 over time; fails on growth (ARGS=--minutes 5)
+	$(PY) tests/soak.py $(ARGS)
 
 clean: ## remove the virtual environment and the embedded database's data
 	rm -rf $(VENV) .pgdata *.egg-info
