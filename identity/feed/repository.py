@@ -44,13 +44,15 @@ FEED_SOURCE_KINDS = [
 # its events are all visible now, and any event that commits later carries a txid at or
 # above it: greater than every position this page can hand out. The row comparison and
 # the ORDER BY follow the index contact_event_feed_order, so a page is one range scan.
+# The ORDER BY names the table: a bare `txid` would be the text column of the SELECT list,
+# and sort 1000 before 999.
 READ_EVENTS = """
 SELECT txid::text, id, kind, occurredAt, contactId, primaryId, valueKind
   FROM contact_event
  WHERE (txid, id) > (%(txid)s::xid8, %(event_id)s)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())
    AND kind = ANY(%(kinds)s)
- ORDER BY txid, id
+ ORDER BY contact_event.txid, contact_event.id
  LIMIT %(limit)s
 """
 
