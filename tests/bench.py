@@ -19,11 +19,13 @@ of 5,000 rows instead.
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
 from pathlib import Path
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -412,10 +414,27 @@ def _database():
     return server.start(), server
 
 
+def connections_per_worker(service, count: int) -> list[int]:
+    """How `count` connections opened at once spread over the workers, most loaded first.
+
+    Keep-alive connections stay with the worker that accepted them, so this is how the
+    load of the measurement that follows is shared."""
+    sockets = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(count)]
+    try:
+        accepted_by = collections.Counter(service.serving_pid(sock) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return sorted(accepted_by.values(), reverse=True) + [0] * (service.workers - len(accepted_by))
+
+
 def _measure(service, workload: Workload, concurrency: int, seconds: int, label: str) -> dict:
+    spread = connections_per_worker(service, concurrency)
     # More requests than the fastest server sends in that time; the rest are never sent.
     bodies = workload.checkouts(seconds * 6000)
-    return drive(service, _requests(bodies, service.port), concurrency, seconds).report(label)
+    figures = drive(service, _requests(bodies, service.port), concurrency, seconds).report(label)
+    print(f"{'':<28} {concurrency} connections opened at once, per worker: {spread}", flush=True)
+    return {**figures, "connections_per_worker": spread}
 
 
 def _seconds_at(args, concurrency: int) -> int:
