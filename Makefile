@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PGDATA_DIR ?= .pgdata
 WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_DIR) --)
 
-.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile soak clean
+.PHONY: help run serve db-init deliver import import-file test test-browser test-proxy smoke audit bench bench-scale bench-import profile soak clean lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ deliver: $(STAMP) ## POST the change feed to WEBHOOK_URL, signed, until stopped 
 
 test: $(STAMP) ## run the tests (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff (pyproject.toml) and mypy (setup.cfg) over the code; both must be clean
+	$(PY) -m ruff check identity tests tests_browser wsgi.py
+	$(PY) -m mypy
 
 # SE_OFFLINE: Selenium must never fetch a browser or driver; it is given the installed ones.
 test-browser: $(STAMP) ## drive the support console in headless Chromium; screenshots in .screenshots/

@@ -20,7 +20,9 @@ def _float(name: str, default: float) -> float:
 
 
 def _names(name: str, default: str) -> set[str]:
-    return {item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()}
+    return {
+        item.strip().lower() for item in os.environ.get(name, default).split(",") if item.strip()
+    }
 
 
 def default_workers() -> int:
@@ -62,6 +64,9 @@ def from_environment() -> dict:
         "TRUSTED_PROXY": os.environ.get("TRUSTED_PROXY", ""),
         "TRUSTED_PROXY_HEADERS": _names("TRUSTED_PROXY_HEADERS", "x-forwarded-for"),
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 1),
+        # Host names requests may be addressed to, besides the loopback names and HOST
+        # (see identity/web/access.py); `*` for any.
+        "ALLOWED_HOSTS": _names("ALLOWED_HOSTS", ""),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
         # default, recommended, or the path of a JSON list (see identity/customers/blocklist.py)
         "BLOCKLIST": os.environ.get("BLOCKLIST", "default"),

@@ -1,4 +1,4 @@
--- The Contact table of SPEC.md §2. Every statement is idempotent: `make db-init` may run
+-- The Contact table of SPEC §2. Every statement is idempotent: `make db-init` may run
 -- this file any number of times.
 --
 -- Names are unquoted, so PostgreSQL folds them to lower case (phonenumber, linkedid, ...).

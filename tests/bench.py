@@ -23,7 +23,6 @@ import collections
 import contextlib
 import json
 import os
-from pathlib import Path
 import random
 import socket
 import subprocess
@@ -31,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg2
 from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
@@ -169,9 +169,12 @@ class Result:
         print(
             f"{label:<28} {figures['requests']:>7} req  {figures['errors']:>3} err  "
             f"{figures['throughput']:>7.0f} req/s  p50 {figures['p50_ms']:5.2f}  "
-            f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  max {figures['max_ms']:6.1f} ms  "
-            f"client CPU {figures['client_cpu_pct']:3.0f}%  service CPU {figures['service_cpu_pct']:3.0f}% "
-            f"= {figures['service_cpu_ms']:.3f} ms/req  machine {figures['machine_busy_pct']:3.0f}% busy",
+            f"p90 {figures['p90_ms']:5.2f}  p99 {figures['p99_ms']:6.2f}  "
+            f"max {figures['max_ms']:6.1f} ms  "
+            f"client CPU {figures['client_cpu_pct']:3.0f}%  "
+            f"service CPU {figures['service_cpu_pct']:3.0f}% "
+            f"= {figures['service_cpu_ms']:.3f} ms/req  "
+            f"machine {figures['machine_busy_pct']:3.0f}% busy",
             flush=True,
         )
         return figures
@@ -256,7 +259,7 @@ PGBENCH_SCRIPT = """
 \\if :r = 1
 INSERT INTO contact (email, phoneNumber, linkPrecedence) VALUES ('pgbench' || :k || '.' || random() || '@shop.test', NULL, 'primary');
 \\endif
-"""
+"""  # noqa: E501 (the script as measured: one INSERT per line)
 
 
 def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers: int) -> float:
@@ -302,7 +305,9 @@ app = flask.Flask("floor")
 ANSWER = {"contact": {"primaryContactId": 1, "emails": ["a@x.io"], "phoneNumbers": ["1"],
                       "secondaryContactIds": []}}
 app.post("/identify")(lambda: ANSWER)
-waitress.serve(app, host="127.0.0.1", port=int(os.environ["PORT"]), threads=int(os.environ["THREADS"]))
+waitress.serve(
+    app, host="127.0.0.1", port=int(os.environ["PORT"]), threads=int(os.environ["THREADS"])
+)
 """
 
 
@@ -451,20 +456,29 @@ def _mixed_run(args, database_url: str) -> dict:
         drive(service, preload, 16).report("preload (10,000 checkouts)")
         for concurrency in args.concurrency:
             figures["concurrency"][concurrency] = _measure(
-                service, workload, concurrency, _seconds_at(args, concurrency),
+                service,
+                workload,
+                concurrency,
+                _seconds_at(args, concurrency),
                 f"WORKERS={args.default_workers}, c{concurrency}",
             )
     for workers in args.workers:
         with _service(database_url, args.threads, workers) as service:
             figures["workers"][workers] = _measure(
-                service, workload, args.at_concurrency, args.seconds,
+                service,
+                workload,
+                args.at_concurrency,
+                args.seconds,
                 f"WORKERS={workers}, c{args.at_concurrency}",
             )
     compared = sorted(set(args.concurrency) | ({args.at_concurrency} if args.workers else set()))
     for concurrency in compared:
         ceiling = pgbench_ceiling(database_url, concurrency, args.pgbench_seconds, CUSTOMERS)
         figures["ceiling"][concurrency] = ceiling
-        print(f"{f'pgbench ceiling, c{concurrency}':<28} {ceiling:>7.0f} tps (same database)", flush=True)
+        print(
+            f"{f'pgbench ceiling, c{concurrency}':<28} {ceiling:>7.0f} tps (same database)",
+            flush=True,
+        )
     figures["floor"] = framework_floor(args.threads, compared, args.floor_seconds)
     for concurrency, result in figures["concurrency"].items():
         share = result["throughput"] / figures["ceiling"][concurrency]
@@ -484,17 +498,26 @@ def draw(figures: dict, path: Path, title: str) -> None:
 
     columns = [("concurrency", "concurrency (connections)")]
     if figures["workers"]:
-        columns.append(("workers", "WORKERS (at concurrency %d)" % figures["at_concurrency"]))
+        columns.append(("workers", f"WORKERS (at concurrency {figures['at_concurrency']})"))
     fig, axes = pyplot.subplots(2, len(columns), figsize=(6.5 * len(columns), 8), squeeze=False)
     for column, (key, label) in enumerate(columns):
         xs = sorted(figures[key])
         points = [figures[key][x] for x in xs]
-        ceiling = [figures["ceiling"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs]
-        floor = [figures["floor"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs]
+        ceiling = [
+            figures["ceiling"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs
+        ]
+        floor = [
+            figures["floor"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs
+        ]
         top, bottom = axes[0][column], axes[1][column]
         top.plot(xs, [p["throughput"] for p in points], "o-C0", label="service (req/s)")
         top.plot(xs, ceiling, "s--C1", label="PostgreSQL ceiling, pgbench (tps)")
-        top.plot(xs, [f["throughput"] for f in floor], "^:C2", label="Flask+waitress constant answer (req/s)")
+        top.plot(
+            xs,
+            [f["throughput"] for f in floor],
+            "^:C2",
+            label="Flask+waitress constant answer (req/s)",
+        )
         top.set_ylabel("per second")
         bottom.plot(xs, [p["p50_ms"] for p in points], "o-C0", label="service p50")
         bottom.plot(xs, [p["p99_ms"] for p in points], "v--C0", label="service p99")
@@ -536,10 +559,18 @@ def _numbers(text: str) -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--concurrency", type=_numbers, default=[1, 4, 16, 64],
-                        help="the concurrency curve, at the default WORKERS")
-    parser.add_argument("--workers", type=_numbers, default=[],
-                        help="a WORKERS sweep at --at-concurrency, e.g. 1,2,4,8,16")
+    parser.add_argument(
+        "--concurrency",
+        type=_numbers,
+        default=[1, 4, 16, 64],
+        help="the concurrency curve, at the default WORKERS",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_numbers,
+        default=[],
+        help="a WORKERS sweep at --at-concurrency, e.g. 1,2,4,8,16",
+    )
     parser.add_argument("--at-concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--single-seconds", type=int, default=10)

@@ -1,10 +1,12 @@
 """`make bench-import`: the bulk import against a one-at-a-time replay through the API.
 
     python tests/bench_import.py [--orders 1000000] [--seed 1] [--runs 1] [--replay 3000]
+                                 [--shuffle]
 
-Generates a realistic file of orders, sorted by createdAt (repeat buyers, customers with
-several e-mails and phones, shared family phones, bridges between customers, spelling
-variants, 0.3 % bad rows), then, on a fresh embedded durable PostgreSQL (or DATABASE_URL):
+Generates a realistic file of orders, sorted by createdAt unless --shuffle (repeat buyers,
+customers with several e-mails and phones, shared family phones, bridges between
+customers, spelling variants, 0.3 % bad rows), then, on a fresh embedded durable
+PostgreSQL (or DATABASE_URL):
 
 1. imports it into an empty database (`flask --app identity import`, a child process whose
    peak memory is measured);
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -38,10 +40,10 @@ from bench import (  # also puts the project on sys.path
 )
 from servers import PROJECT_ROOT
 
-from identity.database.connections import apply_schema
+from identity.database.migrations import migrate
 from identity.dev.embedded import EmbeddedPostgres
 
-START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def generate(path: str, orders: int, seed: int) -> None:
@@ -56,6 +58,16 @@ def generate(path: str, orders: int, seed: int) -> None:
         for number in range(orders):
             moment += timedelta(milliseconds=rng.randint(0, 300))
             out.writerow([number, *_order(rng, customers), moment.isoformat()])
+
+
+def shuffle_orders(path: str, seed: int) -> None:
+    """The same orders in random file order (the import sorts them itself)."""
+    with open(path) as file:
+        header, *orders = file.readlines()
+    random.Random(seed).shuffle(orders)
+    with open(path, "w") as file:
+        file.write(header)
+        file.writelines(orders)
 
 
 def _order(rng: random.Random, customers: list) -> tuple[str, str]:
@@ -193,12 +205,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--replay", type=int, default=3000, help="orders sent through the API")
     parser.add_argument("--existing-rows", type=int, default=1_000_000)
+    parser.add_argument("--shuffle", action="store_true", help="orders in random file order")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "orders.csv")
         started = time.perf_counter()
         generate(path, args.orders, args.seed)
+        if args.shuffle:
+            shuffle_orders(path, args.seed)
         print(
             f"generated {args.orders:,} orders ({os.path.getsize(path) / 2**20:.0f} MiB) "
             f"in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs",
@@ -210,7 +225,7 @@ def main() -> int:
             server = EmbeddedPostgres(durable=True)
             database_url = server.start()
         try:
-            apply_schema(database_url, PROJECT_ROOT / "sql")
+            migrate(database_url, PROJECT_ROOT / "sql")
             runs = []
             for number in range(args.runs):
                 print(f"run {number + 1} of {args.runs}", flush=True)

@@ -15,8 +15,15 @@ on the host end of a test network namespace), and its upstream is the test's ser
 - A forged X-Forwarded-For from a loopback client does not change the address either.
 - The service's own port is not reachable from the namespace; nginx's refusals (header
   too large, body too large) come in the JSON error shape.
+- nginx's access log holds no query string (a GET /identify's e-mail and phone number);
+  /metrics answers loopback clients only, 404 to the namespace.
+- Misconfigured or attacked: a service without TRUSTED_PROXY behind nginx refuses the
+  relayed requests of a role without tokens, and logs why; a service trusting Forwarded
+  does not believe the Forwarded a client sends; a Host the service does not answer to
+  (DNS rebinding) gets its 400 through nginx.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -95,28 +102,43 @@ def namespace():
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def service(database_url):
-    """The server behind nginx, trusting its X-Forwarded-For, logging client addresses."""
+@contextlib.contextmanager
+def logging_server(database_url, **settings):
+    """A server logging client addresses (DEBUG) to a file: server.log_path."""
     with tempfile.NamedTemporaryFile() as log:
-        with ServerProcess(
-            database_url, TRUSTED_PROXY="127.0.0.1", LOG_LEVEL="DEBUG", stderr=log
-        ) as server:
-            answer_from_every_worker(server)
+        with ServerProcess(database_url, LOG_LEVEL="DEBUG", stderr=log, **settings) as server:
+            # From a trusted proxy, a request is local only if the proxy says so.
+            as_proxy = {"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1"}
+            trusted = "TRUSTED_PROXY" in settings
+            answer_from_every_worker(server, headers=as_proxy if trusted else {})
             server.log_path = Path(log.name)
             yield server
 
 
-def proxy_config(service_port: int, listen: list[str]) -> str:
-    """The shipped file, listening where the test says, in front of the test's server."""
+@pytest.fixture(scope="module")
+def service(database_url):
+    """The server behind nginx, trusting its X-Forwarded-For, answering to the name
+    clients in the namespace use (nginx's address there)."""
+    with logging_server(database_url, TRUSTED_PROXY="127.0.0.1", ALLOWED_HOSTS=HOST_END) as server:
+        yield server
+
+
+def proxy_config(service_port: int, listen: list[str], folder: str) -> str:
+    """The shipped file, listening where the test says, in front of the test's server,
+    logging requests to the test's folder."""
     text = SHIPPED_CONFIG.read_text()
+    shipped_log = r"access_log /var/log/nginx/identity\.access\.log "
+    text, logs = re.subn(shipped_log, f"access_log {folder}/access.log ", text)
+    assert logs == 1, "the shipped configuration has no access log of its own"
     text, listens = re.subn(
         r"^(\s*)listen 80 (.*)$",
         lambda match: "\n".join(f"{match[1]}listen {address} {match[2]}" for address in listen),
         text,
         flags=re.M,
     )
-    text, upstreams = re.subn(r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{service_port};", text)
+    text, upstreams = re.subn(
+        r"server 127\.0\.0\.1:3000;", f"server 127.0.0.1:{service_port};", text
+    )
     assert listens == 1 and upstreams == 1, "the shipped configuration changed shape"
     return text
 
@@ -124,13 +146,22 @@ def proxy_config(service_port: int, listen: list[str]) -> str:
 @pytest.fixture(scope="module")
 def proxy(service, namespace):
     """nginx with the shipped configuration; yields its loopback port."""
+    with nginx_in_front(service, namespace) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def nginx_in_front(service, namespace):
+    """nginx with the shipped configuration in front of `service`: its loopback port, and
+    its access log as the attribute `access_log` of the service."""
     nginx = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     listen = [f"127.0.0.1:{port}"] + ([f"{HOST_END}:{port}"] if namespace else [])
     allow_open_files(70000)
     with tempfile.TemporaryDirectory() as folder:
         os.chmod(folder, 0o755)
-        (Path(folder) / "identity.conf").write_text(proxy_config(service.port, listen))
+        service.access_log = Path(folder) / "access.log"
+        (Path(folder) / "identity.conf").write_text(proxy_config(service.port, listen, folder))
         user = "user root root;" if os.geteuid() == 0 else ""
         (Path(folder) / "nginx.conf").write_text(MAIN_CONFIG.format(folder=folder, user=user))
         process = subprocess.Popen(
@@ -291,3 +322,84 @@ def test_nginx_refuses_a_body_over_the_limit_before_it_is_sent(proxy):
     )
     status, error = nginx_refusal(proxy, request)
     assert status == 413 and error["code"] == "payload_too_large"
+
+
+def answer_from_loopback(port: int, path: str, headers=None) -> tuple[int, dict | None]:
+    """Status and JSON body (None if not JSON) of a GET to nginx from loopback."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        body = response.read()
+        is_json = (response.getheader("Content-Type") or "").startswith("application/json")
+        return response.status, json.loads(body) if is_json else None
+    finally:
+        connection.close()
+
+
+def test_nginx_logs_no_query_string(service, proxy):
+    """GET /identify carries its e-mail and phone number in the query string: nginx's
+    access log must not keep them (they would outlive an erasure)."""
+    query = "/identify?email=erase.me%40example.com&phoneNumber=%2B44%207700%20900123"
+    status, _ = answer_from_loopback(proxy, query)
+    assert status in (200, 404)
+    deadline = time.monotonic() + 10
+    while '"GET /identify"' not in (text := _read(service.access_log)):
+        assert time.monotonic() < deadline, "nginx logged no line for GET /identify"
+        time.sleep(0.05)
+    for secret in ("erase.me", "example.com", "7700", "900123", "?", "email"):
+        assert secret not in text
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def test_metrics_are_not_served_to_the_network(service, proxy, namespace):
+    status, _ = answer_from_loopback(proxy, "/metrics")
+    assert status == 200  # the listed addresses (loopback) may scrape through nginx
+    require(namespace)
+    assert get_from_namespace(namespace, proxy, "/metrics") == "404"
+    assert get_from_namespace(namespace, proxy, "/healthz") == "200"
+
+
+def test_a_host_the_service_does_not_answer_to_gets_400_through_nginx(service, proxy):
+    """DNS rebinding: a page whose name now resolves to this machine sends its own name."""
+    status, body = answer_from_loopback(proxy, "/contacts/1", {"Host": "rebound.example"})
+    assert status == 400 and body["error"]["code"] == "host_not_allowed"
+    assert answer_from_loopback(proxy, "/healthz", {"Host": "127.0.0.1"})[0] == 200
+
+
+def test_without_trusted_proxy_relayed_requests_are_not_loopback_clients(database_url, namespace):
+    """TRUSTED_PROXY forgotten: nginx on 127.0.0.1 would make every client look local.
+    The service refuses what nginx relays to a role without tokens, and says why."""
+    with logging_server(database_url, ALLOWED_HOSTS=HOST_END) as forgetful, nginx_in_front(
+        forgetful, namespace
+    ) as port:
+        status, body = answer_from_loopback(port, "/contacts/1")
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+        assert answer_from_loopback(port, "/healthz")[0] == 200
+        if namespace:
+            assert get_from_namespace(namespace, port, "/contacts/1") == "401"
+        deadline = time.monotonic() + 10
+        while "TRUSTED_PROXY is unset" not in forgetful.log_path.read_text():
+            assert time.monotonic() < deadline, "no warning about the untrusted proxy"
+            time.sleep(0.05)
+
+
+def test_a_forwarded_header_a_client_sends_is_not_believed(database_url, namespace):
+    """A service trusting Forwarded from nginx: nginx replaces the client's header with
+    its own, so a client cannot claim to be local."""
+    require(namespace)
+    settings = {"TRUSTED_PROXY": "127.0.0.1", "TRUSTED_PROXY_HEADERS": "forwarded",
+                "ALLOWED_HOSTS": HOST_END}  # fmt: skip
+    with logging_server(database_url, **settings) as service, nginx_in_front(
+        service, namespace
+    ) as port:
+        forged = {"Forwarded": "for=127.0.0.1", "X-Forwarded-For": "127.0.0.1"}
+        assert get_from_namespace(namespace, port, "/contacts/1004", forged) == "401"
+        assert wait_for_log(service, "/contacts/1004") == [CLIENT_END]
+        assert answer_from_loopback(port, "/contacts/1005", forged)[0] == 404  # local: served
+        assert wait_for_log(service, "/contacts/1005") == ["127.0.0.1"]

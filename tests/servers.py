@@ -155,16 +155,20 @@ def _server_side_inode(server_port: int, client_port: int) -> str:
     raise LookupError("no such connection")
 
 
-def answer_from_every_worker(server: ServerProcess, workers: list[int] | None = None):
+def answer_from_every_worker(
+    server: ServerProcess, workers: list[int] | None = None, headers: dict | None = None
+):
     """New checkouts on fresh connections until each worker has answered one (and so has
-    opened its database connections); returns (checkouts sent, pids that answered)."""
+    opened its database connections); returns (checkouts sent, pids that answered).
+    headers: sent with each, as a proxy's X-Forwarded-For to a server that trusts one."""
     workers = workers or server.wait_for_workers(server.workers)
     answered, sent = set(), 0
     while answered != set(workers):
         assert sent < 500, f"only {answered} of {workers} ever answered"
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=START_TIMEOUT_S)
         connection.connect()
-        status = post_identify(connection, {"email": f"warm.{sent}.{server.port}@x.io"})[0]
+        body = {"email": f"warm.{sent}.{server.port}@x.io"}
+        status = post_identify(connection, body, headers)[0]
         assert status == 200
         answered.add(server.serving_pid(connection.sock))
         connection.close()
@@ -172,8 +176,11 @@ def answer_from_every_worker(server: ServerProcess, workers: list[int] | None = 
     return sent, answered
 
 
-def post_identify(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict, dict]:
+def post_identify(
+    connection: http.client.HTTPConnection, body: dict, headers: dict | None = None
+) -> tuple[int, dict, dict]:
     """POST /identify on an open connection: (status, headers, decoded JSON body)."""
-    connection.request("POST", "/identify", json.dumps(body), {"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    connection.request("POST", "/identify", json.dumps(body), sent)
     response = connection.getresponse()
     return response.status, dict(response.getheaders()), json.loads(response.read())

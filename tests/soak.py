@@ -54,7 +54,9 @@ SELECT count(*) FILTER (WHERE application_name = 'identity'),
        count(*) FILTER (WHERE backend_type = 'client backend')
   FROM pg_stat_activity
 """
-DEAD_ROWS = "SELECT coalesce(sum(n_dead_tup), 0), coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables"
+DEAD_ROWS = (
+    "SELECT coalesce(sum(n_dead_tup), 0), coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables"
+)
 
 
 # --- What runs beside the load ------------------------------------------------------------
@@ -188,7 +190,9 @@ class Load:
 
     async def _run(self):
         every = CONNECTIONS / self.rate
-        await asyncio.gather(*(self._connection(n * every / CONNECTIONS) for n in range(CONNECTIONS)))
+        await asyncio.gather(
+            *(self._connection(n * every / CONNECTIONS) for n in range(CONNECTIONS))
+        )
 
     def take(self) -> list[float]:
         taken, self.latencies = self.latencies, []
@@ -282,7 +286,9 @@ def p99_drift(warm: list[dict]) -> tuple[float, float]:
     )
 
 
-def verdict(points: list[dict], warm_up_min: float, consumer, receiver, ids: list[int]) -> list[str]:
+def verdict(
+    points: list[dict], warm_up_min: float, consumer, receiver, ids: list[int]
+) -> list[str]:
     warm = [point for point in points if point["minute"] >= warm_up_min]
     if len(warm) < 2:
         return ["too few samples after the warm-up"]
@@ -293,10 +299,14 @@ def verdict(points: list[dict], warm_up_min: float, consumer, receiver, ids: lis
     print(f"p99 median, first and second half of the warm run: {before:.1f} -> {after:.1f} ms")
     if after > before * (1 + P99_DRIFT_LIMIT):
         failures.append(f"p99 drifted {before:.1f} -> {after:.1f} ms")
-    print(f"events: {len(ids):,} in the feed, the consumer read {len(consumer.ids):,} "
-          f"({consumer.errors} errors), the receiver got {len(receiver.ids):,} distinct")
+    print(
+        f"events: {len(ids):,} in the feed, the consumer read {len(consumer.ids):,} "
+        f"({consumer.errors} errors), the receiver got {len(receiver.ids):,} distinct"
+    )
     if consumer.ids != ids:
-        failures.append(f"the feed consumer read {len(consumer.ids):,} events, not the feed's {len(ids):,}")
+        failures.append(
+            f"the feed consumer read {len(consumer.ids):,} events, not the feed's {len(ids):,}"
+        )
     if receiver.ids != set(ids):
         failures.append(f"the deliverer delivered {len(receiver.ids):,} of {len(ids):,} events")
     return failures
@@ -316,10 +326,20 @@ def draw(points: list[dict], warm_up_min: float, path: Path, title: str) -> None
         files.plot(minutes, [p["open_files"].get(name) for p in points], "o-", ms=3, label=name)
     memory.set_ylabel("resident memory (MB)")
     files.set_ylabel("open files")
-    database.plot(minutes, [p["service_connections"] for p in points], "o-C0", ms=3,
-                  label="service connections")
-    database.plot(minutes, [p["database_connections"] for p in points], "s--C1", ms=3,
-                  label="all client connections")
+    database.plot(
+        minutes,
+        [p["service_connections"] for p in points],
+        "o-C0",
+        ms=3,
+        label="service connections",
+    )
+    database.plot(
+        minutes,
+        [p["database_connections"] for p in points],
+        "s--C1",
+        ms=3,
+        label="all client connections",
+    )
     database.set_ylabel("database connections")
     dead = database.twinx()
     dead.plot(minutes, [p["dead_rows"] for p in points], "^:C2", ms=3, label="dead rows (right)")
@@ -404,16 +424,22 @@ def soak(args, database_url: str) -> list[str]:
     if set(load.statuses) - {200}:
         failures.append(f"answers other than 200: {statuses}")
     (args.out / "soak.json").write_text(json.dumps(points, indent=1))
-    draw(points, args.warm_up, args.out / "soak.png",
-         f"soak: {args.minutes} min at {args.rate:.0f} req/s, {os.cpu_count()} CPUs, "
-         f"{time.strftime('%Y-%m-%d %H:%M')}")
+    draw(
+        points,
+        args.warm_up,
+        args.out / "soak.png",
+        f"soak: {args.minutes} min at {args.rate:.0f} req/s, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}",
+    )
     return failures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--interval", type=float, help="seconds between samples (30; less for short runs)")
+    parser.add_argument(
+        "--interval", type=float, help="seconds between samples (30; less for short runs)"
+    )
     parser.add_argument("--rate", type=float, default=150, help="requests a second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
@@ -423,9 +449,11 @@ def main() -> int:
     args.warm_up = args.minutes / 6
     args.out.mkdir(parents=True, exist_ok=True)
     sys.stdout = _Tee(sys.stdout, args.out / "soak.txt")
-    print(f"soak: {args.minutes} min, a sample every {args.interval:.0f} s, warm-up "
-          f"{args.warm_up:.1f} min, {args.rate:.0f} req/s over {CONNECTIONS} connections; "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"soak: {args.minutes} min, a sample every {args.interval:.0f} s, warm-up "
+        f"{args.warm_up:.1f} min, {args.rate:.0f} req/s over {CONNECTIONS} connections; "
+        f"load average {os.getloadavg()[0]:.1f} at start"
+    )
     database_url, server = _database()
     try:
         migrate(database_url, PROJECT_ROOT / "sql")

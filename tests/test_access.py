@@ -165,6 +165,9 @@ def test_access_matrix(apps, db, method, path, kwargs, route_role, credential, c
     )
 
     assert response.status_code == status, response.get_json()
+    # Answers of protected routes hold personal data, refusals too: no cache keeps them.
+    no_store = response.headers.get("Cache-Control") == "no-store"
+    assert no_store is (route_role != access.OPEN)
     if status == 200:
         return
     assert rows(db) == stored  # a refused request changes nothing
@@ -684,3 +687,137 @@ def test_a_client_on_another_address_needs_a_token(namespace, database_url, db, 
     warnings = [line["message"] for line in log_lines(log) if line["levelname"] == "WARNING"]
     assert [message.split()[1] for message in warnings] == ["feed"]
 
+
+
+RELAY_HEADERS = [
+    {"X-Forwarded-For": "127.0.0.1"},
+    {"Forwarded": "for=127.0.0.1"},
+    {"X-Real-IP": "127.0.0.1"},
+]
+
+
+@pytest.mark.parametrize("relay", RELAY_HEADERS, ids=lambda headers: next(iter(headers)))
+def test_a_request_relayed_by_a_proxy_nobody_trusts_is_not_a_loopback_client(
+    database_url, db, caplog, relay
+):
+    """nginx on 127.0.0.1 with TRUSTED_PROXY forgotten: every client of the proxy would
+    look local. A relayed request is refused instead, and the log says why, once."""
+    caplog.set_level(logging.WARNING, logger="identity.web.access")
+    identify(make_app(database_url, NO_TOKENS).test_client(), SEED)
+    app = make_app(database_url, NO_TOKENS)
+    client = app.test_client()
+    for _ in range(2):
+        response = client.get("/contacts/1", headers=relay, environ_base={"REMOTE_ADDR": LOOPBACK})
+        assert response.status_code == 401, response.get_json()
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    assert denied(app, "/contacts/<contact_id:contact_id>", "relayed") == 2
+    assert client.get("/contacts/1", environ_base={"REMOTE_ADDR": LOOPBACK}).status_code == 200
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "TRUSTED_PROXY is unset" in warnings[0]
+    assert next(iter(relay)) in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "trusted, headers, status",
+    [
+        ("forwarded", {}, 401),  # the proxy named no client: its own address is not one
+        ("forwarded", {"Forwarded": "proto=https"}, 401),
+        ("forwarded", {"Forwarded": "for=203.0.113.9"}, 401),
+        ("forwarded", {"Forwarded": "for=127.0.0.1, for=203.0.113.9"}, 401),  # client's + proxy's
+        ("forwarded", {"Forwarded": "for=203.0.113.9, for=127.0.0.1"}, 200),
+        ("forwarded", {"X-Forwarded-For": "127.0.0.1"}, 401),  # not the trusted header
+        ("x-forwarded-for", {}, 401),
+        ("x-forwarded-for", {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"}, 401),
+        ("x-forwarded-for", {"X-Forwarded-For": "127.0.0.1"}, 200),
+        ("x-forwarded-for", {"Forwarded": "for=127.0.0.1"}, 401),
+    ],
+)
+def test_behind_a_trusted_proxy_only_the_client_it_names_is_local(
+    database_url, db, trusted, headers, status
+):
+    """A real server trusting a proxy on 127.0.0.1: the client is the right-most entry
+    the proxy added to its header, and a request without one is not a loopback client."""
+    identify(make_app(database_url, NO_TOKENS).test_client(), SEED)
+    settings = {"TRUSTED_PROXY": LOOPBACK, "TRUSTED_PROXY_HEADERS": trusted}
+    with ServerProcess(database_url, **NO_TOKENS_ENV, **settings) as server:
+        answers = call(server.host, server.port, [("GET", "/contacts/1", None, headers)])
+    assert answers[0][0] == status, answers
+    if status == 401:
+        assert answers[0][2]["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "host, settings, allowed",
+    [
+        ("localhost", {}, True),
+        ("localhost:3000", {}, True),
+        ("127.0.0.1:3000", {}, True),
+        ("[::1]:3000", {}, True),
+        ("LocalHost.:3000", {}, True),
+        ("rebound.example", {}, False),
+        ("rebound.example:3000", {}, False),
+        ("127.0.0.1.rebound.example", {}, False),
+        ("10.1.2.3:3000", {}, False),
+        ("10.1.2.3:3000", {"HOST": "10.1.2.3"}, True),
+        ("10.1.2.4:3000", {"HOST": "10.1.2.3"}, False),
+        ("10.1.2.3:3000", {"HOST": "0.0.0.0"}, True),  # any address: none can be rebound
+        ("[2001:db8::1]", {"HOST": "::"}, True),
+        ("rebound.example", {"HOST": "0.0.0.0"}, False),
+        ("identity.example.com", {"ALLOWED_HOSTS": {"identity.example.com"}}, True),
+        ("localhost", {"ALLOWED_HOSTS": {"identity.example.com"}}, True),
+        ("rebound.example", {"ALLOWED_HOSTS": {"identity.example.com"}}, False),
+        ("rebound.example", {"ALLOWED_HOSTS": {"*"}}, True),
+    ],
+)
+def test_only_requests_addressed_to_an_allowed_host_are_served(
+    database_url, db, host, settings, allowed
+):
+    """DNS rebinding: a page on rebound.example, its name now resolving to 127.0.0.1,
+    reaches a loopback-only service, but its requests carry Host: rebound.example."""
+    identify(make_app(database_url, NO_TOKENS).test_client(), SEED)
+    for tokens, path, granted in ((NO_TOKENS, "/contacts/1", 200), (ALL_TOKENS, "/healthz", 200),
+                                  (ALL_TOKENS, "/contacts/1", 401)):  # fmt: skip
+        app = make_app(database_url, tokens, **settings)
+        response = app.test_client().get(path, headers={"Host": host})
+        if allowed:
+            assert response.status_code == granted, response.get_json()
+        else:
+            assert response.status_code == 400  # before access control
+            assert response.get_json()["error"]["code"] == "host_not_allowed"
+            assert host.split(":")[0].lower() not in response.get_data(as_text=True)
+        close_pool(app)
+
+
+def test_allowed_hosts_comes_comma_separated_from_the_environment(monkeypatch, database_url):
+    monkeypatch.setenv("ALLOWED_HOSTS", " Identity.Example.com, other.example ")
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url})
+    assert access.allowed_hosts(app.config) == access.LOOPBACK_HOSTS | {
+        "identity.example.com", "other.example", "127.0.0.1"
+    }  # fmt: skip
+
+
+# --- the threat model (docs/access.md): what a checkout token can learn, by design ---
+
+
+def checkout(client, body: dict) -> dict:
+    response = client.post("/identify", json=body, headers=auth(TOKENS["checkout"][0]))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["contact"]
+
+
+def test_a_checkout_token_reads_a_whole_customer_from_one_value(apps, db):
+    """The API's design, written down in docs/access.md: not a bug, and not hidden."""
+    client = apps[True].test_client()
+    checkout(client, {"email": "victim@example.com", "phoneNumber": "5550101"})
+    checkout(client, {"email": "victim.work@example.com", "phoneNumber": "5550101"})
+    stored = rows(db)
+    seen = checkout(client, {"phoneNumber": "5550101"})
+    assert seen["emails"] == ["victim@example.com", "victim.work@example.com"]
+    assert rows(db) == stored  # and the look-up stored nothing: no trace in the history
+
+
+def test_a_stranger_with_a_victims_phone_number_merges_and_sees_the_victims_email(apps, db):
+    client = apps[True].test_client()
+    checkout(client, {"email": "victim@example.com", "phoneNumber": "5550101"})
+    seen = checkout(client, {"email": "stranger@example.com", "phoneNumber": "5550101"})
+    assert "victim@example.com" in seen["emails"]

@@ -6,7 +6,8 @@ import pytest
 def insert_rows(db, values_sql):
     with db.cursor() as cur:
         cur.execute(
-            "INSERT INTO contact (id, email, phoneNumber, linkedId, linkPrecedence, createdAt, deletedAt) "
+            "INSERT INTO contact"
+            " (id, email, phoneNumber, linkedId, linkPrecedence, createdAt, deletedAt) "
             "OVERRIDING SYSTEM VALUE VALUES " + values_sql
         )
 

@@ -197,7 +197,7 @@ def test_concurrent_checkouts_keep_every_invariant(two_servers, db, scenario):
             assert body["phoneNumber"] in answer["contact"]["phoneNumbers"], (body, answer)
         assert find_violations(db) == []
         assert replay_links(db) == {row[0]: row[3] for row in rows(db)}  # history complete
-        for body, _, answer in results:
+        for _, _, answer in results:
             contact = answer["contact"]
             ids, emails, phones = customer_of(db, contact["primaryContactId"])
             assert {contact["primaryContactId"], *contact["secondaryContactIds"]} <= ids

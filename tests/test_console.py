@@ -2,9 +2,10 @@
 Content-Security-Policy, search, the customer page and the confirmation steps of the
 corrections."""
 
+import hashlib
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -165,13 +166,78 @@ def test_the_session_cookie_is_signed_httponly_and_samesite_strict(visitor):
 
 def test_the_session_cookie_is_secure_when_served_over_https(support_app):
     client = remote_client(support_app)
-    form = client.get("/console/sign-in", base_url="https://console.test")
+    form = client.get("/console/sign-in", base_url="https://localhost")
     response = client.post(
         "/console/sign-in",
-        base_url="https://console.test",
+        base_url="https://localhost",
         data={"token": SUPPORT_TOKEN, "csrf_token": csrf_of(form)},
     )
     assert "Secure" in set_cookie(response)
+
+
+def copy_of_session(staff, app=None):
+    """Another browser holding a copy of the staff's session cookie."""
+    copy = remote_client(app or staff.application)
+    cookie = staff.get_cookie("console_session", path="/console")
+    copy.set_cookie("console_session", cookie.value, path="/console")
+    return copy
+
+
+def session_row_id(client) -> str:
+    """The id of the client's row in console_session: the SHA-256 of its cookie's key."""
+    app = client.application
+    cookie = client.get_cookie("console_session", path="/console").value
+    key = app.session_interface.get_signing_serializer(app).loads(cookie)["session_key"]
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_sign_out_ends_the_session_for_every_copy_of_its_cookie(staff, db):
+    copy, row = copy_of_session(staff), session_row_id(staff)
+    assert copy.get("/console/").status_code == 200
+    assert post_form(staff, "/console/", "/console/sign-out").status_code == 303
+    assert copy.get("/console/").status_code == 303
+    assert copy.get("/console/contacts/1").status_code == 303
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM console_session WHERE id = %s", (row,))
+        assert cur.fetchone()[0] == 0
+
+
+def test_a_session_ends_eight_hours_after_sign_in_however_much_it_is_used(staff, db):
+    for _ in range(3):
+        response = staff.get("/console/")
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers  # no renewal, no sliding expiry
+    row = session_row_id(staff)
+    with db.cursor() as cur:  # as if signed in 8 hours ago, and in use ever since
+        cur.execute(
+            "UPDATE console_session SET signedInAt = signedInAt - interval '8 hours' "
+            "WHERE id = %s", (row,)
+        )
+    assert staff.get("/console/").status_code == 303
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE console_session SET signedInAt = clock_timestamp() WHERE id = %s", (row,)
+        )
+    assert staff.get("/console/").status_code == 200  # the same session, young again
+
+
+def test_the_server_keeps_neither_the_token_nor_the_cookies_key(staff, db):
+    cookie, row = staff.get_cookie("console_session", path="/console").value, session_row_id(staff)
+    with db.cursor() as cur:
+        cur.execute("SELECT tokenDigest FROM console_session WHERE id = %s", (row,))
+        (token_digest,) = cur.fetchone()
+    assert token_digest == hashlib.sha256(SUPPORT_TOKEN.encode()).hexdigest()
+    assert row not in cookie and SUPPORT_TOKEN not in cookie
+
+
+def test_a_new_sign_in_forgets_expired_sessions(support_app, staff, db):
+    with db.cursor() as cur:
+        cur.execute("UPDATE console_session SET signedInAt = signedInAt - interval '9 hours'")
+    fresh = remote_client(support_app)
+    assert sign_in(fresh).status_code == 303
+    with db.cursor() as cur:
+        cur.execute("SELECT id FROM console_session")
+        assert cur.fetchall() == [(session_row_id(fresh),)]
 
 
 def test_a_tampered_session_cookie_is_refused(staff):
@@ -445,16 +511,20 @@ def test_the_graph_draws_a_merge_that_added_no_row(staff):
 
 
 def test_the_customer_page_shows_the_history(staff):
-    identify(staff, {"email": "a@hillvalley.edu", "phoneNumber": "100"}, "r-one")
-    identify(staff, {"email": "b@hillvalley.edu", "phoneNumber": "200"}, "r-two")
-    identify(staff, {"email": "a@hillvalley.edu", "phoneNumber": "200"}, "r-bridge")
+    def request_id(body: dict) -> str:  # the id the service gave the checkout
+        checkout = {"Authorization": f"Bearer {CHECKOUT_TOKEN}"}
+        return staff.post("/identify", json=body, headers=checkout).headers["X-Request-Id"]
+
+    r_one = request_id({"email": "a@hillvalley.edu", "phoneNumber": "100"})
+    request_id({"email": "b@hillvalley.edu", "phoneNumber": "200"})
+    r_bridge = request_id({"email": "a@hillvalley.edu", "phoneNumber": "200"})
     page = text_of(staff.get("/console/contacts/2"))
     timeline = page[page.index('<ol class="timeline">') : page.index("</ol>")]
     items = timeline.split("<li>")[1:]
     assert len(items) == 3
-    assert "Row #1 created as a new customer" in items[0] and "request r-one" in items[0]
+    assert "Row #1 created as a new customer" in items[0] and f"request {r_one}" in items[0]
     assert "Row #2 created as a new customer" in items[1]
-    assert "Customer #2 merged into #1" in items[2] and "request r-bridge" in items[2]
+    assert "Customer #2 merged into #1" in items[2] and f"request {r_bridge}" in items[2]
 
 
 def test_an_unknown_contact_is_a_404_page(staff):
@@ -475,7 +545,7 @@ def test_every_form_field_has_a_label(staff):
 
 
 def a_customer(size: int, shared_phones: int = 7) -> list[ContactRow]:
-    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
     return [
         ContactRow(
             id=n,

@@ -63,7 +63,9 @@ def test_a_row_left_without_values_is_soft_deleted(client, db):
     identify(client, {"email": "c@x.io", "phoneNumber": "1"})
     identify(client, {"email": "d@x.io"})
     identify(client, {"email": "d@x.io", "phoneNumber": "1"})  # merges 3 into 1
-    assert detached(client, 1, {"email": "d@x.io"}) == [customer(1, ["a@x.io", "c@x.io"], ["1"], [2])]
+    assert detached(client, 1, {"email": "d@x.io"}) == [
+        customer(1, ["a@x.io", "c@x.io"], ["1"], [2])
+    ]
     with db.cursor() as cur:
         cur.execute("SELECT email, phoneNumber, deletedAt IS NOT NULL FROM contact WHERE id = 3")
         assert cur.fetchone() == (None, None, True)
@@ -72,7 +74,9 @@ def test_a_row_left_without_values_is_soft_deleted(client, db):
 
 
 def test_a_detach_that_splits_nothing_keeps_the_customer(client, db, chain):
-    assert detached(client, 1, {"phoneNumber": "1"}) == [customer(1, ["a@x.io", "b@x.io"], ["2"], [2, 3])]
+    assert detached(client, 1, {"phoneNumber": "1"}) == [
+        customer(1, ["a@x.io", "b@x.io"], ["2"], [2, 3])
+    ]
 
 
 @pytest.mark.parametrize(
@@ -102,12 +106,11 @@ def test_detach_of_a_deleted_row_is_a_404(client, db, chain):
 
 
 def test_history_records_what_was_detached_and_how_the_customer_split(client, chain):
-    response = client.post("/contacts/3/detach", json={"phoneNumber": "2"},
-                           headers={"X-Request-Id": "split-1"})
+    response = client.post("/contacts/3/detach", json={"phoneNumber": "2"})
     assert response.status_code == 200
     events = client.get("/contacts/3/history").get_json()["events"]
     mine = [(e["kind"], e["contactId"], e["primaryId"], e["phoneNumber"], e["repointedIds"])
-            for e in events if e["requestId"] == "split-1"]
+            for e in events if e["requestId"] == response.headers["X-Request-Id"]]
     assert ("value_detached", 3, 1, "2", None) in mine
     assert ("customer_split", 3, 3, None, None) in mine
     story_of_1 = client.get("/contacts/1/history").get_json()
@@ -141,7 +144,8 @@ def test_detach_on_random_histories_agrees_with_a_replay_through_identify(client
     target = rng.choice(live)
     answer = client.get(f"/contacts/{target[0]}").get_json()["contact"]
     kind, value = rng.choice(
-        [("email", e) for e in answer["emails"]] + [("phoneNumber", p) for p in answer["phoneNumbers"]]
+        [("email", e) for e in answer["emails"]]
+        + [("phoneNumber", p) for p in answer["phoneNumbers"]]
     )
     resulting = detached(client, target[0], {kind: value})
     assert find_violations(db) == []
@@ -149,7 +153,8 @@ def test_detach_on_random_histories_agrees_with_a_replay_through_identify(client
         i for c in resulting for i in c["secondaryContactIds"]]
     with db.cursor() as cur:
         cur.execute(
-            "SELECT email, phoneNumber FROM contact WHERE id = ANY(%s) ORDER BY createdAt, id", (ids,)
+            "SELECT email, phoneNumber FROM contact WHERE id = ANY(%s) ORDER BY createdAt, id",
+            (ids,),
         )
         remaining = cur.fetchall()
         cur.execute("TRUNCATE contact RESTART IDENTITY CASCADE")

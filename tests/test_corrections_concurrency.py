@@ -95,7 +95,7 @@ def test_detach_and_erase_racing_checkouts_keep_every_invariant(two_servers, db)
     for round_ in range(ROUNDS):
         requests = round_requests(two_servers, round_)
         results = race(two_servers, requests)
-        for (kind, _, _, _, sent), (status, answer) in zip(requests, results):
+        for (kind, _, _, _, sent), (status, answer) in zip(requests, results, strict=True):
             statuses[kind].append(status)
             assert status in ALLOWED[kind], (kind, status, answer)
             if kind == "identify":

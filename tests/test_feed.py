@@ -7,7 +7,7 @@ import random
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg2
 import pytest
@@ -91,7 +91,7 @@ def test_feed_tells_creation_secondary_and_merge_in_order_without_personal_value
 def test_no_kind_of_event_carries_an_email_or_phone_number(kind):
     # Every history kind the feed serves, including the corrections' kinds: the event is
     # built from ids alone (the feed's query does not even select the value columns).
-    row = EventRow(7, 1, kind, datetime.now(timezone.utc), 2, 3)
+    row = EventRow(7, 1, kind, datetime.now(UTC), 2, 3)
     event = feed.to_event(row)
     assert PERSONAL_KEYS.isdisjoint(event)
     assert set(event) <= {
@@ -274,7 +274,10 @@ def write_traffic(servers, seed: int) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         for n in range(WRITES_PER_THREAD):
             if rng.random() < 0.5:
-                body = {"email": f"s{rng.randrange(12)}@x.io", "phoneNumber": str(rng.randrange(12))}
+                body = {
+                    "email": f"s{rng.randrange(12)}@x.io",
+                    "phoneNumber": str(rng.randrange(12)),
+                }
             else:
                 body = {"email": f"t{thread}.{n}@x.io", "phoneNumber": f"9{thread}0{n}"}
             assert post_identify(connection, body)[0] == 200

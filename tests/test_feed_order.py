@@ -14,7 +14,9 @@ BEFORE, AFTER = 5, 5
 def read_all(client, limit: int) -> list[int]:
     ids, after = [], None
     while True:
-        page = client.get("/events", query_string={"limit": limit, **({"after": after} if after else {})}).get_json()
+        page = client.get(
+            "/events", query_string={"limit": limit, **({"after": after} if after else {})}
+        ).get_json()
         if not page["events"]:
             return ids
         ids += [event["id"] for event in page["events"]]

@@ -5,7 +5,7 @@ a feed event that names no value, a metric, and GET /hubs."""
 import http.client
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import cycle
 
 import pytest
@@ -55,7 +55,9 @@ def hub_events(db) -> list[tuple]:
 
 
 def hubs_counted(metrics_text: str, kind: str) -> float:
-    found = re.search(rf'^identity_hubs_suspected_total{{kind="{kind}"}} (\S+)$', metrics_text, re.M)
+    found = re.search(
+        rf'^identity_hubs_suspected_total{{kind="{kind}"}} (\S+)$', metrics_text, re.M
+    )
     return float(found.group(1)) if found else 0.0
 
 
@@ -66,26 +68,26 @@ def row(row_id: int, email: str | None, phone: str | None) -> ContactRow:
     """Row row_id of a customer whose primary is row 1."""
     linked_id = None if row_id == 1 else 1
     precedence = "primary" if row_id == 1 else "secondary"
-    return ContactRow(row_id, email, phone, linked_id, precedence, datetime.now(timezone.utc))
+    return ContactRow(row_id, email, phone, linked_id, precedence, datetime.now(UTC))
 
 
 @pytest.mark.parametrize(
     "existing, new, expected",
     [
         # ten e-mails on the phone's rows, the new row's the eleventh: a hub
-        ([("e%d" % n, "p") for n in range(10)], ("e10", "p"), [("phoneNumber", "p", 11)]),
+        ([(f"e{n}", "p") for n in range(10)], ("e10", "p"), [("phoneNumber", "p", 11)]),
         # the new row's e-mail is already a partner: still ten
-        ([("e%d" % n, "p") for n in range(10)], ("e3", "p"), []),
+        ([(f"e{n}", "p") for n in range(10)], ("e3", "p"), []),
         # nine e-mails and the new one: ten is not more than ten
-        ([("e%d" % n, "p") for n in range(9)], ("e9", "p"), []),
+        ([(f"e{n}", "p") for n in range(9)], ("e9", "p"), []),
         # rows without an e-mail add no partner
-        ([("e%d" % n, "p") for n in range(9)] + [(None, "p")], ("e9", "p"), []),
+        ([(f"e{n}", "p") for n in range(9)] + [(None, "p")], ("e9", "p"), []),
         # eleven phones on an e-mail's rows
-        ([("e", "p%d" % n) for n in range(10)], ("e", "p10"), [("email", "e", 11)]),
+        ([("e", f"p{n}") for n in range(10)], ("e", "p10"), [("email", "e", 11)]),
         # a new row with one value adds no partner to it
-        ([("e%d" % n, "p") for n in range(10)], (None, "p"), []),
+        ([(f"e{n}", "p") for n in range(10)], (None, "p"), []),
         # partners of other values of the customer do not count for the request's values
-        ([("e%d" % n, "q") for n in range(12)] + [("e0", "p")], ("e0", "p"), []),
+        ([(f"e{n}", "q") for n in range(12)] + [("e0", "p")], ("e0", "p"), []),
     ],
 )
 def test_a_value_with_more_than_the_threshold_of_partners_is_a_hub(existing, new, expected):
@@ -118,7 +120,7 @@ def test_the_eleventh_partner_raises_the_hub_once_and_ten_do_not(client, db, kin
     assert {**listed, "since": None} == {
         "kind": kind, "value": value, "primaryContactId": 1, "partners": 11, "since": None,
     }  # fmt: skip
-    assert datetime.fromisoformat(listed["since"]) <= datetime.now(timezone.utc)
+    assert datetime.fromisoformat(listed["since"]) <= datetime.now(UTC)
 
 
 def test_later_writes_to_the_hubs_customer_do_not_raise_it_again(client, db):
@@ -375,7 +377,9 @@ def test_the_console_lists_hubs_with_a_detach_and_block_form(client):
     )
     assert review.status_code == 200
     confirmation = review.get_data(as_text=True)
-    assert "It is removed from 11 rows" in confirmation and "<strong>blocked</strong>" in confirmation
+    assert (
+        "It is removed from 11 rows" in confirmation and "<strong>blocked</strong>" in confirmation
+    )
 
 
 def test_the_console_history_names_the_kind_of_a_suspected_hub(client):

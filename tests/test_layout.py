@@ -42,7 +42,9 @@ def test_the_domain_never_imports_flask_waitress_or_the_web_layer(path):
         name
         for name in imports
         if name.split(".")[0] in WEB_ONLY
-        or name.startswith(("identity.web", "identity.process.server", "identity.process.supervisor"))
+        or name.startswith(
+            ("identity.web", "identity.process.server", "identity.process.supervisor")
+        )
     }
     assert not offending, f"{path.name} imports {sorted(offending)}"
 
@@ -53,6 +55,14 @@ def test_the_database_layer_imports_no_capability(path):
     offending = {
         name
         for name in imports
-        if name.startswith(("identity.web", "identity.customers", "identity.feed", "identity.importing", "identity.process"))
+        if name.startswith(
+            (
+                "identity.web",
+                "identity.customers",
+                "identity.feed",
+                "identity.importing",
+                "identity.process",
+            )
+        )
     }
     assert not offending, f"{path.name} imports {sorted(offending)}"

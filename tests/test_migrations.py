@@ -60,7 +60,10 @@ def test_a_second_run_applies_nothing(fresh_database):
     report = migrate(fresh_database, SCHEMA_DIR)
     assert report.applied == []
     assert report.already_applied == [m.name for m in discover(SCHEMA_DIR)]
-    assert query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name") == before
+    assert (
+        query(fresh_database, "SELECT name, appliedAt FROM schema_migration ORDER BY name")
+        == before
+    )
 
 
 def test_init_db_reports_what_it_applied(fresh_database):
@@ -148,7 +151,9 @@ def test_a_changed_applied_migration_is_refused(fresh_database, tmp_path):
         migrate(fresh_database, schema_dir)
     assert "999_later.sql" not in ledger(fresh_database)  # nothing ran
 
-    runner = create_app({"DATABASE_URL": fresh_database, "SCHEMA_DIR": schema_dir}).test_cli_runner()
+    runner = create_app(
+        {"DATABASE_URL": fresh_database, "SCHEMA_DIR": schema_dir}
+    ).test_cli_runner()
     result = runner.invoke(args=["init-db"])
     assert result.exit_code != 0 and "has changed" in result.output
 
@@ -198,3 +203,17 @@ def test_concurrent_runs_apply_each_migration_once(fresh_database, tmp_path):
     applied = [name for report in reports for name in report.applied]
     assert sorted(applied) == [m.name for m in discover(schema_dir)]  # each exactly once
     assert sorted(report.applied == [] for report in reports) == [False, True]
+
+
+def test_a_database_that_applied_001_before_its_comment_was_corrected_migrates(fresh_database):
+    """001's first comment once named a document the repository does not ship; the
+    statements are unchanged, so a ledger holding that text's checksum is accepted."""
+    migrate(fresh_database, SCHEMA_DIR)
+    conn = psycopg2.connect(fresh_database)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE schema_migration SET checksum = %s WHERE name = '001_contact.sql'",
+            ("723407f508165b6cb520254682de979063ac408a76babed9bcd8916e69970ab3",),
+        )
+    conn.close()
+    assert migrate(fresh_database, SCHEMA_DIR).applied == []

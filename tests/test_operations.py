@@ -73,15 +73,26 @@ def test_metrics_count_requests_outcomes_and_connections(app, client):
 
 
 @pytest.mark.parametrize(
-    "sent, echoed",
+    "sent, logged",
     [("order-42.retry:1", True), ("has space", False), ("x" * 200, False), (None, False)],
 )
-def test_request_id_is_echoed_or_generated(client, sent, echoed):
+def test_the_request_id_is_ours_and_the_clients_only_logged_beside_it(
+    client, caplog, sent, logged
+):
+    """The history keys changes by our id: a client cannot make two requests share one."""
+    caplog.set_level(logging.INFO, logger="identity.web.access")
     headers = {"X-Request-Id": sent} if sent else {}
-    response = client.post("/identify", json={"email": "a@x.io"}, headers=headers)
-    request_id = response.headers["X-Request-Id"]
-    assert (request_id == sent) is echoed
-    assert request_id and len(request_id) <= 128
+    ids = [
+        client.post("/identify", json={"email": "a@x.io"}, headers=headers).headers["X-Request-Id"]
+        for _ in range(2)
+    ]
+    assert ids[0] != ids[1] and sent not in ids
+    assert all(re.fullmatch("[0-9a-f]{32}", request_id) for request_id in ids)
+    events = client.get("/contacts/1/history").get_json()["events"]
+    assert [event["requestId"] for event in events] == ids[:1]
+    lines = [record for record in caplog.records if getattr(record, "path", "") == "/identify"]
+    assert [line.request_id for line in lines] == ids
+    assert {line.client_request_id for line in lines} == {sent if logged else None}
 
 
 def test_one_json_access_log_line_per_request_without_personal_data(client, caplog):
@@ -95,12 +106,13 @@ def test_one_json_access_log_line_per_request_without_personal_data(client, capl
     identify_record, health_record = caplog.records
     assert identify_record.levelno == logging.INFO and health_record.levelno == logging.DEBUG
     line = json.loads(json_formatter().format(identify_record))
-    assert {key: line[key] for key in ("method", "path", "status", "outcome", "request_id")} == {
+    keys = ("method", "path", "status", "outcome", "client_request_id")
+    assert {key: line[key] for key in keys} == {
         "method": "POST",
         "path": "/identify",
         "status": 200,
         "outcome": "new_customer",
-        "request_id": "r-1",
+        "client_request_id": "r-1",
     }
     assert line["latency_ms"] > 0
     logged = " ".join(json.dumps(vars(record), default=str) for record in caplog.records).lower()

@@ -27,7 +27,9 @@ SECOND = {"primaryContactId": 4, "emails": ["c@x.io"], "phoneNumbers": ["1"],
 
 
 @pytest.mark.parametrize("contact_id, expected", [(2, FIRST), (3, FIRST), (4, SECOND)])
-def test_contact_lookup_shows_orphans_grouped_by_shared_values(client, orphans, contact_id, expected):
+def test_contact_lookup_shows_orphans_grouped_by_shared_values(
+    client, orphans, contact_id, expected
+):
     response = client.get(f"/contacts/{contact_id}")
     assert response.status_code == 200
     assert response.get_json()["contact"] == expected
@@ -60,7 +62,11 @@ def test_a_write_relinks_the_orphans_and_merges_by_rule_5(client, db, orphans):
     merged = identify(client, {"email": "c@x.io", "phoneNumber": "2"})  # bridges 2's and 4's
     assert merged == {"primaryContactId": 2, "emails": ["a@x.io", "b@x.io", "c@x.io"],
                       "phoneNumbers": ["2", "1"], "secondaryContactIds": [3, 4]}
-    assert [row[3:] for row in rows(db)[1:]] == [(None, "primary"), (2, "secondary"), (2, "secondary")]
+    assert [row[3:] for row in rows(db)[1:]] == [
+        (None, "primary"),
+        (2, "secondary"),
+        (2, "secondary"),
+    ]
     assert len(rows(db)) == 4  # it brought nothing new
     assert find_orphans(db) == []
     assert find_violations(db) == []

@@ -34,8 +34,15 @@ class Receiver:
     """A subscriber's endpoint that checks every signature on its own (not with the
     deliverer's code) and, with the given odds, answers 500 or stalls past the timeout."""
 
-    def __init__(self, failure_odds: float = 0.0, stall_odds: float = 0.0, seed: int = 1):
+    def __init__(
+        self,
+        failure_odds: float = 0.0,
+        stall_odds: float = 0.0,
+        seed: int = 1,
+        subscriber: str = "default",
+    ):
         self.failure_odds, self.stall_odds = failure_odds, stall_odds
+        self.subscriber = subscriber
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.accepted: list[list[int]] = []  # the event ids of every batch answered 2xx
@@ -64,12 +71,15 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/identity"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    @staticmethod
-    def signed(header: str, body: bytes) -> bool:
+    def signed(self, header: str, body: bytes) -> bool:
+        """A recent signature of the body, and a body that names this receiver's own
+        subscriber, as docs/feed.md shows."""
         parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-        expected = hmac.new(SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256)
+        signed = f"{parts.get('t')}.".encode() + body
+        expected = hmac.new(SECRET.encode(), signed, hashlib.sha256)
         recent = abs(time.time() - int(parts.get("t", "0"))) < 300
-        return recent and hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
+        genuine = hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
+        return recent and genuine and json.loads(body).get("subscriber") == self.subscriber
 
     def answer(self, header: str, body: bytes) -> int:
         with self.lock:
@@ -183,7 +193,8 @@ def scraped(client, subscriber_name: str = "default") -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name.startswith("identity_webhook") and sample.labels == {"subscriber": subscriber_name}
+        if sample.name.startswith("identity_webhook")
+        and sample.labels == {"subscriber": subscriber_name}
     }
 
 
@@ -202,7 +213,10 @@ def checkouts(count: int, seed: int) -> list[dict]:
     """New customers, new secondaries and merges: every kind of event the writes make."""
     rng = random.Random(seed)
     return [
-        {"email": f"w{rng.randrange(count // 2)}@x.io", "phoneNumber": str(rng.randrange(count // 2))}
+        {
+            "email": f"w{rng.randrange(count // 2)}@x.io",
+            "phoneNumber": str(rng.randrange(count // 2)),
+        }
         for _ in range(count)
     ]
 
@@ -227,7 +241,7 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
                 # The worst moment: the receiver has the batch, the 2xx has not left yet.
                 receiver.before_next_answer = deliverer.process.kill
                 wait_for(
-                    lambda: deliverer.process.poll() is not None or caught_up(db, receiver),
+                    lambda d=deliverer: d.process.poll() is not None or caught_up(db, receiver),
                     "the deliverer to be killed while its batch is answered",
                 )
                 receiver.before_next_answer = None
@@ -235,7 +249,7 @@ def test_killed_at_random_the_deliverer_still_delivers_every_event_in_order(
                 # Any moment while it works: after its first request, unless it has nothing to do.
                 seen = receiver.requests
                 wait_for(
-                    lambda: receiver.requests > seen or caught_up(db, receiver),
+                    lambda seen=seen: receiver.requests > seen or caught_up(db, receiver),
                     "the deliverer to send a batch",
                 )
                 time.sleep(rng.uniform(0, 0.4))
@@ -349,3 +363,27 @@ def test_the_deliverer_refuses_to_start_without_its_settings(runner, monkeypatch
     monkeypatch.delenv("WEBHOOK_URL", raising=False)
     result = runner.invoke(args=["deliver"])
     assert result.exit_code == 2 and "WEBHOOK_URL" in result.output
+
+
+def test_a_batch_signed_for_one_subscriber_does_not_verify_at_another(client, db, database_url):
+    """Two receivers sharing a secret: the loyalty programme's batches, sent (or replayed)
+    to the CRM's endpoint, fail the CRM's check of the signature."""
+    identify(client, {"email": "a@x.io"})
+    crm = Receiver(subscriber="crm")
+    try:
+        deliverer = DelivererProcess(database_url, crm.url, subscriber="loyalty")
+        try:
+            wait_for(lambda: crm.requests >= 2, "two attempts at the CRM")
+        finally:
+            deliverer.kill(signal.SIGTERM)
+    finally:
+        crm.close()
+    assert crm.bad_signatures == crm.requests and crm.accepted_ids() == set()
+
+
+def test_the_subscriber_name_must_be_plain(runner, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("WEBHOOK_SUBSCRIBER", "crm{1}")
+    result = runner.invoke(args=["deliver"])
+    assert result.exit_code == 2 and "WEBHOOK_SUBSCRIBER" in result.output

@@ -49,7 +49,11 @@ def scrape(server) -> str:
 
 def sample(text: str, name: str, **labels) -> float:
     wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = rf"^{re.escape(name)}(?:\{{{re.escape(wanted)}\}})? (\S+)$" if wanted else rf"^{name} (\S+)$"
+    pattern = (
+        rf"^{re.escape(name)}(?:\{{{re.escape(wanted)}\}})? (\S+)$"
+        if wanted
+        else rf"^{name} (\S+)$"
+    )
     found = re.findall(pattern, text, re.M)
     return float(found[0]) if found else 0.0
 
@@ -74,7 +78,9 @@ def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(two_workers):
     os.kill(victim, signal.SIGKILL)
     # While the victim is gone, the shared listening socket keeps every new connection
     # for the survivor (and, soon, the replacement).
-    statuses = [identify_on_new_connection(two_workers, {"email": f"k{n}@x.io"})[0] for n in range(20)]
+    statuses = [
+        identify_on_new_connection(two_workers, {"email": f"k{n}@x.io"})[0] for n in range(20)
+    ]
     assert statuses == [200] * 20
     wait_for(lambda: len(set(two_workers.worker_pids()) - {victim}) == 2, "a replacement worker")
     replacement = (set(two_workers.worker_pids()) - {survivor, victim}).pop()
@@ -108,7 +114,9 @@ class HeldRequest:
         self.pid = server.serving_pid(self.connection.sock)
         self.result: list = []
         self.thread = threading.Thread(
-            target=lambda: self.result.append(post_identify(self.connection, {"email": f"h{n}@x.io"}))
+            target=lambda: self.result.append(
+                post_identify(self.connection, {"email": f"h{n}@x.io"})
+            )
         )
         self.thread.start()
 

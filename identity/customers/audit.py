@@ -1,4 +1,5 @@
-"""The audit (`flask --app identity audit`, identity/commands.py): check SPEC §6 invariants 1-3 over the whole table.
+"""The audit (`flask --app identity audit`, identity/commands.py): check SPEC §6
+invariants 1-3 over the whole table.
 
 Read-only; safe against a live database. Each check is one query or one pass, so a
 reviewer can hold it against the invariant it names. Exits 1 and lists the offending rows
@@ -116,11 +117,13 @@ def _customers_sharing_values(cur) -> list[Violation]:
     customer_of = {row.id: row.linked_id or row.id for row, _ in live}
     orphans_of: dict[int, list[ContactRow]] = {}
     for row, orphan in live:
-        if orphan:
+        if orphan and row.linked_id is not None:  # an orphan is a secondary: always linked
             orphans_of.setdefault(row.linked_id, []).append(row)
     for deleted_primary, rows in orphans_of.items():
         for customer in linking.relink(rows, deleted_primary):
-            customer_of.update(dict.fromkeys((row.id for row in customer.rows), customer.primary.id))
+            customer_of.update(
+                dict.fromkeys((row.id for row in customer.rows), customer.primary.id)
+            )
     customers_per_component = (
         {customer_of[row.id] for row in component}
         for component in linking.components([row for row, _ in live])

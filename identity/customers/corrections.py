@@ -76,7 +76,9 @@ def _lock_customer(conn, contact_id: int, value_keys: list[int]):
     seen, _ = _customer_of(repository.find_customer_of_contact(conn, contact_id), contact_id)
     root_id = seen.root_id
     repository.lock_all(conn, value_keys, [root_id])
-    customer, found = _customer_of(repository.find_customer_of_contact(conn, contact_id), contact_id)
+    customer, found = _customer_of(
+        repository.find_customer_of_contact(conn, contact_id), contact_id
+    )
     if customer.root_id != root_id:
         raise CustomerChanged()  # merged or re-linked while we waited for the lock
     return customer, [other for other in found if other.root_id == root_id]

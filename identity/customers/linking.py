@@ -60,9 +60,9 @@ def components(rows: list[ContactRow]) -> list[list[ContactRow]]:
     first_row_with: dict[tuple[str, str], int] = {}
     for row in rows:
         union_find.find(row.id)
-        for value in (("email", row.email), ("phone", row.phone_number)):
-            if value[1] is not None:
-                union_find.union(row.id, first_row_with.setdefault(value, row.id))
+        for kind, value in (("email", row.email), ("phone", row.phone_number)):
+            if value is not None:
+                union_find.union(row.id, first_row_with.setdefault((kind, value), row.id))
     grouped: dict[int, list[ContactRow]] = {}
     for row in sorted(rows, key=creation_order):
         grouped.setdefault(union_find.find(row.id), []).append(row)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import email_validator
 from marshmallow import ValidationError
 
-from .blocklist import Blocklist
+from .blocklist import Blocks
 
 MAX_EMAIL_LENGTH = 254
 # SPEC §4 validates syntax only: example.com, .test, .local and the other special-use
@@ -40,7 +40,7 @@ class AllValuesBlocked(Exception):
         self.fields = fields_
 
 
-def normalise_email(value, blocklist: Blocklist) -> str | Blocked | None:
+def normalise_email(value, blocklist: Blocks) -> str | Blocked | None:
     """SPEC §4 for an e-mail: trimmed, lower-cased, valid; blank means absent.
 
     The one copy of the rule: the request schema and the bulk import both call it."""
@@ -69,7 +69,7 @@ def _normalised_email(email: str) -> str:
     return address.normalized.lower()
 
 
-def normalise_phone_number(value, blocklist: Blocklist) -> str | Blocked | None:
+def normalise_phone_number(value, blocklist: Blocks) -> str | Blocked | None:
     """SPEC §4 for a phone number: a string or a non-negative integer, separators removed;
     blank means absent. The one copy of the rule (see normalise_email)."""
     # bool is a subclass of int: true must not become the phone number "1".

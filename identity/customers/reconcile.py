@@ -67,11 +67,17 @@ class _Plan:
     def root_ids(self) -> list[int]:
         return sorted({customer.root_id for customer in self.customers})
 
+    @property
+    def survivor_id(self) -> int:
+        """Asked only when C is not empty (there are losers, or hubs among its rows)."""
+        assert self.survivor is not None
+        return self.survivor.id
+
     def answer_rows(self, new_row: ContactRow | None) -> list[ContactRow]:
         """C as the plan leaves it: relinked, demoted, with the new row."""
         rows = self.rows
         if self.losers:
-            rows = [_demoted(row, self.survivor.id, self.losers) for row in rows]
+            rows = [_demoted(row, self.survivor_id, self.losers) for row in rows]
         return sorted(rows, key=lambda row: (row.created_at, row.id)) + (
             [new_row] if new_row else []
         )
@@ -119,12 +125,15 @@ def _plan(rows: list[ContactRow], email: str | None, phone_number: str | None) -
     )
 
 
+_DEFAULT_HUB_RULE = hubs.Rule()
+
+
 def identify(
     conn,
     email: str | None,
     phone_number: str | None,
     request_id: str | None = None,
-    hub_rule: hubs.Rule = hubs.Rule(),
+    hub_rule: hubs.Rule = _DEFAULT_HUB_RULE,
 ) -> Checkout:
     """Record one checkout; answer with its whole customer. Retry-safe as a unit.
 
@@ -151,7 +160,7 @@ def _write(
         # run_unit rolls back and starts again.
         raise CustomerChanged()
 
-    demotion = {"survivor_id": plan.survivor.id, "loser_ids": plan.losers} if plan.losers else None
+    demotion = {"survivor_id": plan.survivor_id, "loser_ids": plan.losers} if plan.losers else None
     linked_id = plan.survivor.id if plan.survivor else None
     new_hubs, blocked_hub = _record_hubs(conn, plan, email, phone_number, request_id, hub_rule)
     request = {"email": email, "phone_number": phone_number, "request_id": request_id}
@@ -182,7 +191,7 @@ def _record_hubs(
     if not found:
         return [], False
     recorded, blocked = repository.record_suspected_hubs(
-        conn, found, plan.survivor.id, request_id, hub_rule.block
+        conn, found, plan.survivor_id, request_id, hub_rule.block
     )
     return [hub for hub in found if hub.kind in recorded], bool(blocked)
 

@@ -261,7 +261,9 @@ def _fit_timeouts(conn, remaining_s: float) -> None:
     config = current_app.config
     wanted = _session_timeouts(config, remaining_s)
     tolerance_ms = safety_margin_s(config["REQUEST_DEADLINE_S"]) * 1000 / 4
-    if all(abs(have - want) <= tolerance_ms for have, want in zip(conn.timeouts, wanted)):
+    if all(
+        abs(have - want) <= tolerance_ms for have, want in zip(conn.timeouts, wanted, strict=True)
+    ):
         return
     with conn.cursor() as cur:
         settings = {"statement_ms": str(wanted[0]), "lock_ms": str(wanted[1])}

@@ -195,8 +195,10 @@ class EmbeddedPostgres:
         self.throwaway = folder is None
         # Durable (fsync on) unless asked otherwise; throwaway clusters default to fast.
         self.durable = not self.throwaway if durable is None else durable
-        self._tempdir = tempfile.mkdtemp(prefix="identity-pgdata-") if self.throwaway else None
-        self.folder = Path(self._tempdir or folder).absolute()
+        if folder is None:
+            folder = Path(tempfile.mkdtemp(prefix="identity-pgdata-"))
+        self._tempdir = folder if self.throwaway else None
+        self.folder = folder.absolute()
         self.data_dir = self.folder / CLUSTER
         self.port = port or free_port()
         self._account = _Account()
@@ -245,7 +247,7 @@ class EmbeddedPostgres:
             )
         finally:
             os.close(log)
-        self._wait_until_ready()
+        self._wait_until_ready(self._process)
         self._create_database()
         return self.url
 
@@ -337,12 +339,12 @@ class EmbeddedPostgres:
             connect_timeout=2,
         )
 
-    def _wait_until_ready(self) -> None:
+    def _wait_until_ready(self, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise EmbeddedPostgresError(
-                    f"postgres exited with status {self._process.returncode}; "
+                    f"postgres exited with status {process.returncode}; "
                     f"see {self.folder / LOG_FILE}"
                 )
             try:
@@ -400,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m identity.dev.embedded",
         description="Run a command with DATABASE_URL set to a private PostgreSQL server.",
     )
-    parser.add_argument("--data", type=Path, help="folder to keep the server in (default: throwaway)")
+    parser.add_argument(
+        "--data", type=Path, help="folder to keep the server in (default: throwaway)"
+    )
     parser.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default: a free one)")
     parser.add_argument("command", nargs="+", help="the command to run, after --")
     args = parser.parse_args(argv)

@@ -10,12 +10,13 @@ opaque cursor string.
 import base64
 import binascii
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from marshmallow import Schema, fields
 
 from . import repository as feed_repository
+from .kinds import FEED_KINDS, feed_kind
 from .repository import EventRow
 
 DEFAULT_LIMIT = 100
@@ -63,10 +64,9 @@ class Page:
 
 def to_event(row: EventRow) -> dict:
     """The public event for a history row: ids only, never a personal value."""
-    event = {"id": row.id, "kind": row.kind, "occurredAt": row.occurred_at}
+    event = {"id": row.id, "kind": feed_kind(row.kind), "occurredAt": row.occurred_at}
     if row.kind == "primary_demoted":
         # One history row per demoted primary: one merge event each.
-        event["kind"] = "customers_merged"
         event["primaryContactId"] = row.primary_id
         event["demotedPrimaryContactIds"] = [row.contact_id]
     else:
@@ -98,19 +98,13 @@ def wait_for_page(
 
 # One event as the feed and the webhooks send it (docs/feed.md).
 class FeedEvent(Schema):
-    id = fields.Integer(required=True, metadata={"description": "unique; repeats mean a redelivery"})
+    id = fields.Integer(
+        required=True, metadata={"description": "unique; repeats mean a redelivery"}
+    )
     kind = fields.String(
         required=True,
         metadata={
-            "enum": [
-                "customer_created",
-                "secondary_added",
-                "customers_merged",
-                "value_detached",
-                "customer_split",
-                "customer_erased",
-                "hub_suspected",
-            ]
+            "enum": FEED_KINDS,
         },
     )
     occurredAt = fields.DateTime(required=True)
@@ -120,7 +114,9 @@ class FeedEvent(Schema):
     contactIds = fields.List(fields.Integer(), metadata={"description": "the rows concerned"})
     demotedPrimaryContactIds = fields.List(
         fields.Integer(),
-        metadata={"description": "customers_merged: the primaries now secondaries of primaryContactId"},
+        metadata={
+            "description": "customers_merged: the primaries now secondaries of primaryContactId"
+        },
     )
     valueKind = fields.String(
         metadata={

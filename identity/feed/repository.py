@@ -7,6 +7,8 @@ but never its email and phoneNumber columns: no statement here names them.
 from datetime import datetime
 from typing import NamedTuple
 
+from .kinds import FEED_SOURCE_KINDS
+
 
 class EventRow(NamedTuple):
     txid: int
@@ -26,17 +28,7 @@ class SubscriberStats(NamedTuple):
     lag_seconds: float
 
 
-# History kinds that become feed events (feed.py maps them); rows_repointed does not: the
-# customers_merged event made from the same transaction's primary_demoted row says it.
-FEED_SOURCE_KINDS = [
-    "customer_created",
-    "secondary_added",
-    "primary_demoted",
-    "value_detached",
-    "customer_split",
-    "customer_erased",
-    "hub_suspected",
-]
+# FEED_SOURCE_KINDS (kinds.py): the history kinds that become feed events.
 
 # The events after a cursor, in feed order, that no running transaction can precede.
 # pg_current_snapshot() is the snapshot this statement reads with; its xmin is the oldest

@@ -25,7 +25,7 @@ import psycopg2
 from psycopg2 import errors
 
 from . import repository
-from .linker import BatchLinker, BatchPlan, Owner
+from .linker import BatchLinker, BatchPlan, OrphansChanged, Owner
 from .orders import Order
 
 # What PostgreSQL resolves by aborting one transaction: the batch starts again.
@@ -68,7 +68,7 @@ class Loader:
         for attempt in range(self.retry_budget + 1):
             try:
                 plan = self._attempt(orders, emails, phone_numbers)
-            except (*_CONFLICTS, _PrimariesChanged):
+            except (*_CONFLICTS, _PrimariesChanged, OrphansChanged):
                 self._rollback()
                 time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
                 continue
@@ -79,17 +79,19 @@ class Loader:
     def _attempt(self, orders, emails, phone_numbers) -> BatchPlan:
         with self.conn.cursor() as cur:
             owners = repository.begin_and_lock_values(cur, emails, phone_numbers)
-            plan = _link(owners, orders)
+            orphans = _orphans(cur, owners)
+            plan = _link(owners, orphans, orders)
             if plan.changes_nothing:
                 repository.rollback(cur)  # nothing to write; releases the value locks
                 return plan
-            primaries = {owner.primary_id for owner in owners}
-            if set(repository.lock_primaries(cur, emails, phone_numbers, list(primaries))) != set(
-                owners
-            ):
+            roots = sorted({owner.root_id for owner in owners})
+            again = repository.lock_primaries(cur, emails, phone_numbers, roots)
+            if set(again) != set(owners) or _orphans(cur, again) != orphans:
                 # A checkout committed between our read and our primary locks: its new
                 # primary would have to be locked out of order. Start again.
                 raise _PrimariesChanged()
+            if plan.relinks:
+                repository.relink_orphans(cur, plan.relinks, self.request_id)
             self._write(cur, plan)
             return plan
 
@@ -98,6 +100,7 @@ class Loader:
             zip(
                 (row.provisional_id for row in plan.new_rows),
                 repository.reserve_ids(cur, len(plan.new_rows)) if plan.new_rows else [],
+                strict=True,
             )
         )
 
@@ -146,8 +149,15 @@ class Loader:
             pass  # a broken connection: the next statement says so
 
 
-def _link(owners: list[Owner], orders: list[Order]) -> BatchPlan:
-    linker = BatchLinker(owners)
+def _orphans(cur, owners: list[Owner]) -> list:
+    """The orphans of the deleted primaries the owners lead to (SPEC §2); no round trip
+    when there are none, as nearly always."""
+    deleted_roots = sorted({owner.root_id for owner in owners if owner.primary_id is None})
+    return repository.orphan_rows(cur, deleted_roots) if deleted_roots else []
+
+
+def _link(owners: list[Owner], orphans: list, orders: list[Order]) -> BatchPlan:
+    linker = BatchLinker(owners, orphans)
     for order in orders:
         linker.add(order)
     return linker.plan()

@@ -1,4 +1,5 @@
-"""SPEC §4 on each order, with the service's own rules (identity/customers/normalise.py), and createdAt.
+"""SPEC §4 on each order, with the service's own rules (identity/customers/normalise.py),
+and createdAt.
 
 The rules are the functions the request schema calls; their results are remembered per
 raw value (bounded caches), since a shop's orders repeat the same e-mails and phone
@@ -7,7 +8,7 @@ POST /identify would answer with.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from marshmallow import ValidationError
@@ -24,8 +25,10 @@ from identity.customers.normalise import (
 
 from .reader import RawOrder, Reject
 
-# Distinct raw values remembered per kind: bounds the memory of the caches.
+# Distinct raw values remembered per kind, each at most CACHED_LENGTH characters long
+# (a valid e-mail has at most 254): bounds the memory of the caches, whatever the input.
 CACHE_SIZE = 200_000
+CACHED_LENGTH = 512
 _INVALID_TIME = "must be an ISO 8601 date and time"
 
 
@@ -42,7 +45,9 @@ class OrderValidator:
         """default_time stands in for a missing createdAt (the time of the import)."""
         self.default_time = default_time
         self._email = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_email, blocklist))
-        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_phone_number, blocklist))
+        self._phone_number = lru_cache(CACHE_SIZE, typed=True)(
+            _outcome_of(normalise_phone_number, blocklist)
+        )
 
     def validate(self, raw: RawOrder) -> Order | Reject:
         email, email_error = self._field(self._email, raw.email)
@@ -58,7 +63,7 @@ class OrderValidator:
             if message
         }
         try:
-            if field_errors:
+            if field_errors or created_at is None:
                 raise ValidationError(field_errors)
             check_identifiers({"email": email, "phone_number": phone_number})
         except ValidationError as error:
@@ -71,6 +76,8 @@ class OrderValidator:
     def _field(normalise, value) -> tuple[object, str | None]:
         if value is None:
             return None, None
+        if isinstance(value, str) and len(value) > CACHED_LENGTH:
+            return normalise.__wrapped__(value)
         try:
             return normalise(value)
         except TypeError:  # unhashable (a JSON object or array): no cache, same rule
@@ -103,4 +110,4 @@ def parse_created_at(value, default: datetime) -> datetime | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,8 +1,9 @@
 """Progress while the import runs, and the summary at its end.
 
-On a terminal: a tqdm bar with orders per second and the time left, the total estimated
-from the bytes read so far (unknown on standard input). Otherwise (a log, CI): one plain
-line every PLAIN_EVERY_S seconds.
+Two stages: reading the input (the total estimated from the bytes read so far, unknown
+on standard input), then importing the sorted orders (the total known). On a terminal: a
+tqdm bar with orders per second and the time left. Otherwise (a log, CI): one plain line
+every PLAIN_EVERY_S seconds.
 """
 
 import time
@@ -19,7 +20,6 @@ PLAIN_EVERY_S = 10
 class Tally:
     read: int = 0
     rejected: int = 0
-    out_of_order: int = 0
     new_rows: int = 0
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     started: float = field(default_factory=time.monotonic)
@@ -43,38 +43,39 @@ class Tally:
             f"rejected   {self.rejected:>12,} orders",
             f"seconds    {self.seconds:>12,.1f}  ({rate:,.0f} orders/s)",
         ]
-        if self.out_of_order:
-            lines.append(
-                f"{self.out_of_order:,} orders were older than an earlier batch: the file is not "
-                "sorted by createdAt (see docs/import.md)"
-            )
         return lines
 
 
 class Progress:
-    def __init__(self, stream, size: int | None):
-        """size: the input's bytes (None when unknown)."""
-        self.stream, self.size = stream, size
+    def __init__(self, stream, stage: str, size: int | None, total: int | None = None):
+        """stage: what the count is ("read", "imported"); size: the input's bytes when the
+        total is estimated from them (None when unknown); total: the orders, when known."""
+        self.stream, self.stage, self.size = stream, stage, size
+        self.started = self.last_line = time.monotonic()
         self.bar = None
         if stream.isatty():
             self.bar = tqdm(
-                total=None, unit=" orders", unit_scale=True, file=stream, dynamic_ncols=True
+                total=total,
+                desc=stage,
+                unit=" orders",
+                unit_scale=True,
+                file=stream,
+                dynamic_ncols=True,
             )
-        self.last_line = time.monotonic()
+        self.total = total
 
-    def update(self, tally: Tally, consumed: int) -> None:
-        """consumed: bytes of the input read for the orders in the tally."""
+    def update(self, done: int, consumed: int = 0) -> None:
+        """done: orders so far; consumed: bytes of the input read for them."""
+        if self.size and consumed:
+            self.total = max(done, round(done * self.size / consumed))
         if self.bar is not None:
-            if self.size and consumed:
-                self.bar.total = max(tally.read, round(tally.read * self.size / consumed))
-            self.bar.update(tally.read - self.bar.n)
+            self.bar.total = self.total
+            self.bar.update(done - self.bar.n)
         elif time.monotonic() - self.last_line >= PLAIN_EVERY_S:
             self.last_line = time.monotonic()
-            percent = f", {100 * consumed / self.size:.0f} % of the file" if self.size else ""
-            self.stream.write(
-                f"import: {tally.read:,} orders read, {tally.rejected:,} rejected, "
-                f"{tally.read / tally.seconds:,.0f} orders/s{percent}\n"
-            )
+            rate = done / (self.last_line - self.started)
+            of_total = f" of about {self.total:,}" if self.total else ""
+            self.stream.write(f"import: {done:,}{of_total} orders {self.stage}, {rate:,.0f}/s\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -2,7 +2,12 @@
 
 Every order comes out as a RawOrder: its line number and its three fields as found in
 the input (unvalidated). A line that cannot be read as an order at all (malformed JSON,
-not an object) comes out as a Reject straight away.
+not an object, not CSV, longer than MAX_LINE_CHARS) comes out as a Reject straight away.
+
+Memory stays bounded whatever the input: lines are read at most MAX_LINE_CHARS at a time,
+and a longer line is skipped piece by piece, never held whole (a small .gz can expand to
+one line of gigabytes). A CSV field, which may span lines, stops at the csv module's
+field limit of the same size.
 """
 
 import csv
@@ -11,16 +16,33 @@ import io
 import json
 import sys
 import threading
+import zlib
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
-from typing import IO, Iterator
+from typing import IO
 
 COLUMNS = ("email", "phoneNumber", "createdAt")
+
+# The longest line or CSV field read: the csv module's own default field limit. An order
+# is a few hundred characters at most.
+MAX_LINE_CHARS = 131_072
+_TOO_LONG = f"the line is longer than {MAX_LINE_CHARS:,} characters"
+_NOT_CSV = f"the line is not valid CSV, or a field is longer than {MAX_LINE_CHARS:,} characters"
 
 
 class UnreadableInput(Exception):
     """The input cannot be imported at all (exit status 2); the message says why."""
+
+
+class DamagedInput(Exception):
+    """The input could not be read to its end (a truncated or corrupt .gz, a read error)
+    after line `line`: what was read before stands (exit status 2)."""
+
+    def __init__(self, line: int, reason: str):
+        super().__init__(f"the input could not be read after line {line:,}: {reason}")
+        self.line = line
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +82,14 @@ class Source:
             binary = gzip.GzipFile(fileobj=self._raw)
         # Undecodable bytes survive as lone surrogates, which validation rejects (SPEC §4)
         # instead of the whole import stopping on one bad line.
-        self.text: IO[str] = io.TextIOWrapper(
+        self.text = io.TextIOWrapper(
             binary, encoding="utf-8", errors="surrogateescape", newline=""
         )
-        self.is_ndjson = self._looks_like_ndjson(path)
+        try:
+            self.is_ndjson = self._looks_like_ndjson(path)
+        except (EOFError, zlib.error, OSError):  # the first bytes, when the name does not tell
+            self.close()
+            raise UnreadableInput(f"cannot read {path}: damaged or not gzip data") from None
 
     def _looks_like_ndjson(self, path: str) -> bool:
         stem = path[:-3] if path.endswith(".gz") else path
@@ -86,11 +112,47 @@ class Source:
 
 
 def read_orders(source: Source) -> Iterator[RawOrder | Reject]:
-    return _ndjson(source.text) if source.is_ndjson else _csv(source.text)
+    lines = _BoundedLines(source.text)
+    return _ndjson(lines) if source.is_ndjson else _csv(lines)
 
 
-def _csv(text: IO[str]) -> Iterator[RawOrder | Reject]:
-    reader = csv.reader(text)
+class _BoundedLines:
+    """The input's lines, each at most MAX_LINE_CHARS long. A longer line comes out as
+    an empty line (so line numbers stay true) and its number goes to `too_long`."""
+
+    def __init__(self, text: IO[str]):
+        self.text = text
+        self.number = 0
+        self.too_long: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        while line := self._read():
+            self.number += 1
+            if len(line) == MAX_LINE_CHARS and line[-1] not in "\r\n":
+                while (rest := self._read()) and rest[-1] not in "\r\n":
+                    pass  # the rest of the line, dropped piece by piece
+                self.too_long.append(self.number)
+                line = "\n"
+            yield line
+
+    def _read(self) -> str:
+        try:
+            return self.text.readline(MAX_LINE_CHARS)
+        except EOFError:  # gzip: the compressed stream stops before its end marker
+            raise DamagedInput(self.number, "the compressed data is truncated") from None
+        except (zlib.error, gzip.BadGzipFile):
+            raise DamagedInput(self.number, "the compressed data is damaged") from None
+        except OSError as error:
+            raise DamagedInput(self.number, error.strerror or "read error") from None
+
+    def rejects(self) -> Iterator[Reject]:
+        """Rejects for the lines found too long since the last call."""
+        while self.too_long:
+            yield Reject(self.too_long.pop(0), "line_too_long", _TOO_LONG)
+
+
+def _csv(lines: _BoundedLines) -> Iterator[RawOrder | Reject]:
+    reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
         return
@@ -98,36 +160,49 @@ def _csv(text: IO[str]) -> Iterator[RawOrder | Reject]:
     if "email" not in header and "phoneNumber" not in header:
         raise UnreadableInput("the CSV header names neither email nor phoneNumber")
     where = [header.index(name) if name in header else None for name in COLUMNS]
-    for record in reader:
-        if not record:
-            continue
-        yield RawOrder(reader.line_num, *(_cell(record, index) for index in where))
+    while True:
+        record: list[str] | Reject
+        first_line = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:  # a field over the limit, a NUL: the reader goes on at the next
+            # line (inside a quoted field spanning lines, that line may not parse either)
+            record = Reject(first_line, "malformed_csv", _NOT_CSV)
+        yield from lines.rejects()
+        if isinstance(record, Reject):
+            yield record
+        elif record:
+            yield RawOrder(reader.line_num, *(_cell(record, index) for index in where))
+    yield from lines.rejects()
 
 
 def _cell(record: list[str], index: int | None) -> str | None:
     return record[index] if index is not None and index < len(record) else None
 
 
-def _ndjson(text: IO[str]) -> Iterator[RawOrder | Reject]:
-    for number, line in enumerate(text, start=1):
+def _ndjson(lines: _BoundedLines) -> Iterator[RawOrder | Reject]:
+    for line in lines:
+        yield from lines.rejects()
         if not line.strip():
             continue
         try:
             document = json.loads(line, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
-            yield Reject(number, "malformed_json", "the line is not valid JSON")
+            yield Reject(lines.number, "malformed_json", "the line is not valid JSON")
             continue
         if not isinstance(document, dict):
-            yield Reject(number, "not_an_object", "the line must be a JSON object")
+            yield Reject(lines.number, "not_an_object", "the line must be a JSON object")
             continue
-        yield RawOrder(number, *(document.get(name) for name in COLUMNS))
+        yield RawOrder(lines.number, *(document.get(name) for name in COLUMNS))
 
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: RFC 8259 has neither
 
 
-def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+def read_ahead(items: Iterator, depth: int = 2) -> Generator:
     """Iterate `items` in a background thread, up to `depth` items ahead of the consumer.
 
     Reading and validating the next batch then overlaps the database's work on the

@@ -9,40 +9,54 @@ import io
 from datetime import datetime
 
 from identity.customers import repository as service
+from identity.customers.model import ContactRow
 
 from .linker import Owner
 
 # The owners of the batch's values: for every e-mail and phone number that a live row
-# holds, the live primary of that row's customer and the primary's createdAt.
+# holds, the root that row's stored links lead to (SPEC §6.1: a secondary's linkedId is
+# its primary) and, when the root is a live primary, its id and createdAt; for an orphan
+# (SPEC §2: its primary was soft-deleted) those two are null.
 # One value at a time (unnest, then a LATERAL look-up): an index look-up by e-mail or
 # phone number on the partial indexes of live rows, then a primary-key look-up of the
-# row's primary (SPEC §6.1: a secondary's linkedId is its primary), whatever the table's
-# size when the plan was made. One row per value is enough: under the batch's locks
-# every row holding a value has the same primary (§6.2).
+# row's root, whatever the table's size when the plan was made. One row per value is
+# enough: under the batch's locks every row holding a value has the same root (§6.2).
 VALUE_OWNERS = """
-SELECT value, NULL, owner.id, owner.createdAt
+SELECT value, NULL, owner.root_id, owner.primary_id, owner.primary_created_at
   FROM unnest(%(emails)s::text[]) AS value
  CROSS JOIN LATERAL (
-       SELECT primary_row.id, primary_row.createdAt
+       SELECT COALESCE(row.linkedId, row.id) AS root_id,
+              primary_row.id AS primary_id, primary_row.createdAt AS primary_created_at
          FROM contact AS row
-        CROSS JOIN LATERAL (
+         LEFT JOIN LATERAL (
               SELECT id, createdAt FROM contact
                WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
-               LIMIT 1) AS primary_row
+               LIMIT 1) AS primary_row ON true
         WHERE row.email = value AND row.deletedAt IS NULL
         LIMIT 1) AS owner
 UNION ALL
-SELECT NULL, value, owner.id, owner.createdAt
+SELECT NULL, value, owner.root_id, owner.primary_id, owner.primary_created_at
   FROM unnest(%(phone_numbers)s::text[]) AS value
  CROSS JOIN LATERAL (
-       SELECT primary_row.id, primary_row.createdAt
+       SELECT COALESCE(row.linkedId, row.id) AS root_id,
+              primary_row.id AS primary_id, primary_row.createdAt AS primary_created_at
          FROM contact AS row
-        CROSS JOIN LATERAL (
+         LEFT JOIN LATERAL (
               SELECT id, createdAt FROM contact
                WHERE id = COALESCE(row.linkedId, row.id) AND deletedAt IS NULL
-               LIMIT 1) AS primary_row
+               LIMIT 1) AS primary_row ON true
         WHERE row.phoneNumber = value AND row.deletedAt IS NULL
         LIMIT 1) AS owner
+"""
+
+# Every live row linked to these soft-deleted primaries (the orphans, SPEC §2), which
+# linking.relink presents as customers: an index look-up by linkedId. Sent only for a
+# batch that meets an orphan's value.
+ORPHAN_ROWS = """
+SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+  FROM contact
+ WHERE linkedId = ANY(%(root_ids)s::integer[]) AND deletedAt IS NULL
+ ORDER BY createdAt, id
 """
 
 # Statistics for the planner, refreshed as the import grows the table (see
@@ -96,7 +110,8 @@ WITH demotion AS (
            AS d (loser_id, survivor_id, email, phone_number)
 ),
 former_links AS (
-    SELECT demotion.loser_id, demotion.survivor_id, array_agg(contact.id ORDER BY contact.id) AS row_ids
+    SELECT demotion.loser_id, demotion.survivor_id,
+           array_agg(contact.id ORDER BY contact.id) AS row_ids
       FROM demotion JOIN contact ON contact.linkedId = demotion.loser_id
      WHERE contact.deletedAt IS NULL
      GROUP BY demotion.loser_id, demotion.survivor_id
@@ -159,18 +174,35 @@ def begin_and_lock_values(cur, emails: list[str], phone_numbers: list[str]) -> l
 
 
 def lock_primaries(
-    cur, emails: list[str], phone_numbers: list[str], primary_ids: list[int]
+    cur, emails: list[str], phone_numbers: list[str], root_ids: list[int]
 ) -> list[Owner]:
-    """Take /identify's locks on these primaries (in id order) and read the owners again
-    under them: one round trip."""
+    """Take /identify's locks on these customers' roots (their primaries, or the deleted
+    primary of orphans; in id order) and read the owners again under them: one round
+    trip."""
     params = {
         "space": service.ROOT_LOCK_SPACE,
-        "root_ids": primary_ids,  # a customer's root is its primary (no orphans here)
+        "root_ids": root_ids,
         "emails": emails,
         "phone_numbers": phone_numbers,
     }
     cur.execute(";".join([service.LOCK_ROOTS, VALUE_OWNERS]), params)
     return [Owner(*row) for row in cur]
+
+
+def orphan_rows(cur, root_ids: list[int]) -> list[ContactRow]:
+    cur.execute(ORPHAN_ROWS, {"root_ids": root_ids})
+    return [ContactRow(*row) for row in cur]
+
+
+def relink_orphans(cur, relinks: dict[int, int | None], request_id: str) -> None:
+    """/identify's RELINK_ROWS: the orphans stored as linking.relink presents them, with
+    their customer_split events."""
+    params = {
+        "relinked_ids": list(relinks),
+        "relinked_to": list(relinks.values()),
+        "request_id": request_id,
+    }
+    cur.execute(service.RELINK_ROWS, params)
 
 
 def reserve_ids(cur, count: int) -> list[int]:
@@ -190,9 +222,12 @@ def record_and_commit(cur, new_ids: list[int], demotions: list[tuple], request_i
     params = {"request_id": request_id, "new_ids": new_ids}
     if demotions:
         statements.append(DEMOTE_PRIMARIES_BATCH)
-        loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions))
+        loser_ids, survivor_ids, emails, phone_numbers = map(list, zip(*demotions, strict=True))
         params.update(
-            loser_ids=loser_ids, survivor_ids=survivor_ids, emails=emails, phone_numbers=phone_numbers
+            loser_ids=loser_ids,
+            survivor_ids=survivor_ids,
+            emails=emails,
+            phone_numbers=phone_numbers,
         )
     statements.append("COMMIT")
     cur.execute(";".join(statements), params)

@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from importlib.metadata import version
 
 from flask import Flask
 from waitress import wasyncore
@@ -31,6 +32,9 @@ from identity.web.api import LONG_POLL_ALLOWED
 
 from .logs import configure_logging
 
+# This module subclasses and reaches into waitress (tests/test_waitress_internals.py names
+# every internal it uses): it runs only with the waitress it was written for.
+WAITRESS_VERSION = "3.0.2"
 DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
 # A lingering close (RFC 9112 §9.6) after an early refusal ends once the client has
@@ -319,7 +323,7 @@ def _log_client_addresses(app: Flask) -> None:
         )
         return wsgi_app(environ, start_response)
 
-    app.wsgi_app = logged
+    app.wsgi_app = logged  # type: ignore[method-assign]  # Flask's way to wrap the WSGI app
 
 
 def create_server(app: Flask, sock: socket.socket) -> _Server:
@@ -394,10 +398,21 @@ def serve(app: Flask, sock: socket.socket) -> None:
         close_pool(app)
 
 
+def check_waitress_version(installed: str | None = None) -> None:
+    """Exit with one line naming both versions when another waitress is installed."""
+    found = installed or version("waitress")
+    if found != WAITRESS_VERSION:
+        raise SystemExit(
+            f"identity needs waitress {WAITRESS_VERSION} (identity/process/server.py uses its"
+            f" internals), found waitress {found}"
+        )
+
+
 def main() -> None:
     """A worker process, as the supervisor starts it."""
     from identity import create_app
 
+    check_waitress_version()
     sock = socket.socket(fileno=int(os.environ[LISTEN_FD_VARIABLE]))
     serve(create_app(), sock)
 

@@ -36,7 +36,7 @@ from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
-from .server import LISTEN_FD_VARIABLE
+from .server import LISTEN_FD_VARIABLE, check_waitress_version
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -117,7 +117,9 @@ class Supervisor:
         self.restarts.inc()
         lived = now - slot.started
         slot.restart_pause = (
-            0.0 if lived > _STABLE_AFTER_S else min(_MAX_RESTART_PAUSE_S, slot.restart_pause * 2 or 0.1)
+            0.0
+            if lived > _STABLE_AFTER_S
+            else min(_MAX_RESTART_PAUSE_S, slot.restart_pause * 2 or 0.1)
         )
         slot.process, slot.restart_at = None, now + slot.restart_pause
 
@@ -147,33 +149,36 @@ class Supervisor:
             for slot in self.slots:
                 self._replace_if_dead(slot)
             time.sleep(_POLL_S)
-        return self._stop()
+        return self._stop(self.stopping)
 
-    def _stop(self) -> int:
+    def _stop(self, signum: int) -> int:
         """Pass the signal on, then wait for every worker: SIGTERM drains, SIGINT stops."""
-        logger.info("stopping workers", extra={"signal": signal.Signals(self.stopping).name})
+        logger.info("stopping workers", extra={"signal": signal.Signals(signum).name})
         self.sock.close()  # the port closes when the last worker closes its copy too
         workers = [slot.process for slot in self.slots if slot.process is not None]
         for process in workers:
             if process.poll() is None:
-                process.send_signal(self.stopping)
+                process.send_signal(signum)
         # A worker stopped by the signal itself had not begun to serve: nothing was lost.
-        clean_exits = {0, -self.stopping}
+        clean_exits = {0, -signum}
         clean, deadline = True, time.monotonic() + _STOP_TIMEOUT_S
         for process in workers:
             try:
-                status = process.wait(max(0.0, deadline - time.monotonic()))
+                status: int | str = process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 status = "killed after the stop timeout"
             if status not in clean_exits:
-                logger.warning("worker did not stop cleanly", extra={"pid": process.pid, "status": status})
+                logger.warning(
+                    "worker did not stop cleanly", extra={"pid": process.pid, "status": status}
+                )
                 clean = False
         logger.info("stopped")
         return 0 if clean else 1
 
 
 def main() -> int:
+    check_waitress_version()
     settings = config.from_environment()
     configure_logging(settings["LOG_LEVEL"])
     access.log_configuration(settings)

@@ -22,7 +22,16 @@ tests fail on any route without a declaration. For a route of role R:
 - `Authorization: Bearer <token>` with a token of R: allowed.
 - a token of another role: 403 `forbidden`; any other credential: 401 `unauthorized`.
 - no credential: allowed when R has no token configured and the client is on a loopback
-  address, so that `make run` and curl work out of the box; otherwise 401.
+  address, so that `make run` and curl work out of the box; otherwise 401. A request a
+  proxy relayed is not a loopback client unless that proxy is trusted and names the
+  client (see `_local_client`): a proxy on the same machine would otherwise make every
+  client of the Internet look local.
+
+Before all that, the `Host` header must name this service (`ALLOWED_HOSTS`, by default
+the loopback names and the address it listens on): otherwise a web page could rebind its
+own domain name to 127.0.0.1 and read a loopback-only service from a browser (400).
+Answers of every route that is not open carry `Cache-Control: no-store`: they hold
+personal data, which no browser or proxy cache may keep.
 
 Tokens are kept and compared as SHA-256 digests, each presented token against every
 configured one with `hmac.compare_digest`, so the time taken says nothing about how close a
@@ -35,8 +44,9 @@ import hmac
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from flask import Flask, current_app, g, request
 
@@ -51,6 +61,15 @@ MIN_TOKEN_LENGTH = 16
 _TOKEN_SYNTAX = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # RFC 7235: the scheme name is case-insensitive.
 _BEARER = re.compile(r"bearer +(\S+) *", re.IGNORECASE)
+# Headers a reverse proxy adds to name the client it relays.
+_RELAY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+# Where a trusted proxy names the client, by TRUSTED_PROXY_HEADERS entry (see waitress).
+_CLIENT_HEADERS = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
+_FORWARDED_FOR = re.compile(r"(?:^|[;,\s])for=", re.IGNORECASE)
+# Host names that always mean this machine: a browser sends them only for a page that was
+# itself loaded from this machine, so no DNS rebinding can produce them.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _DECLARATION = "access_role"
 _PROOF = "access_proof"
 
@@ -199,7 +218,7 @@ def _presented_token(header: str) -> str:
 
 def _proved_token(tokens: Tokens) -> Token | None:
     """The token a signed-in session proves, for a view that accepts one."""
-    proof = getattr(current_app.view_functions.get(request.endpoint), _PROOF, None)
+    proof = getattr(current_app.view_functions.get(request.endpoint or ""), _PROOF, None)
     digest = proof() if proof else None
     try:
         return tokens.find_digest(bytes.fromhex(digest)) if digest else None
@@ -226,13 +245,108 @@ def _grant(route_role: str, tokens: Tokens) -> tuple[str, str | None]:
         _deny(401, "no_token")
     if not is_loopback(request.remote_addr):
         _deny(401, "loopback_only")
+    if not _local_client(current_app.config):
+        _deny(401, "relayed")
     return route_role, None
+
+
+def _local_client(config) -> bool:
+    """Whether a client at a loopback address is really on this machine, not relayed to us.
+
+    With no trusted proxy, a request carrying a proxy's headers came through a proxy that
+    nobody told us about (nginx on 127.0.0.1, say, with TRUSTED_PROXY forgotten): its
+    client may be anywhere. With a trusted proxy, waitress has already replaced the
+    proxy's address by the client's from the trusted header, right-most entry; when the
+    proxy sent no such header, the address left is the proxy's own, which says nothing
+    about the client."""
+    proxy = config["TRUSTED_PROXY"]
+    if not proxy:
+        relayed = [name for name in _RELAY_HEADERS if name in request.headers]
+        if relayed:
+            _warn_once_of_untrusted_proxy(relayed)
+        return not relayed
+    return request.remote_addr != proxy or _proxy_named_client(config)
+
+
+def _proxy_named_client(config) -> bool:
+    for setting, header in _CLIENT_HEADERS.items():
+        value = request.headers.get(header, "")
+        if setting in config["TRUSTED_PROXY_HEADERS"] and value.strip():
+            if header != "Forwarded" or _FORWARDED_FOR.search(value):
+                return True
+    return False
+
+
+def _warn_once_of_untrusted_proxy(headers: list[str]) -> None:
+    if current_app.extensions.get("identity_access_warned_of_proxy"):
+        return
+    current_app.extensions["identity_access_warned_of_proxy"] = True
+    logger.warning(
+        "a request came through a proxy (it carries %s) but TRUSTED_PROXY is unset: "
+        "relayed requests are not served as loopback clients; set TRUSTED_PROXY to the "
+        "proxy's address, and tokens for every role",
+        ", ".join(headers),
+    )
+
+
+def allowed_hosts(config) -> frozenset[str] | None:
+    """The host names requests may be addressed to; None when ALLOWED_HOSTS is `*`."""
+    configured = frozenset(config["ALLOWED_HOSTS"])
+    if "*" in configured:
+        return None
+    listening = config["HOST"].strip("[]").lower()
+    return LOOPBACK_HOSTS | configured | {listening} - _WILDCARD_ADDRESSES
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port or brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host() -> None:
+    """400 for a Host this service does not answer to (SPEC §8), before anything else.
+
+    A request without Host (HTTP/1.0) cannot come from a browser, so it is not a rebinding.
+    Listening on every address (HOST=0.0.0.0 or ::), any address in Host is accepted too:
+    a browser sends an address only to the machine that has it, a name it may rebind."""
+    header = request.headers.get("Host")
+    allowed = allowed_hosts(current_app.config)
+    if header is None or allowed is None:
+        return
+    name = host_name(header)
+    if name in allowed:
+        return
+    if current_app.config["HOST"] in _WILDCARD_ADDRESSES and _is_address(name):
+        return
+    g.access_denied = "host_not_allowed"
+    raise ApiError(
+        400, "host_not_allowed", "this service does not answer to that host name (Host header)"
+    )
+
+
+def _no_store(response):
+    """Answers of routes that are not open hold personal data: no cache may keep them."""
+    if request.endpoint is None or declared_role(current_app, request.endpoint) != OPEN:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def _decide() -> None:
     if request.routing_exception is not None:
         return  # an unknown path or method: Flask answers 404 or 405, revealing nothing
-    route_role = declared_role(current_app, request.endpoint)
+    route_role = declared_role(current_app, request.endpoint or "")
     if route_role == OPEN:
         return
     if route_role is None:
@@ -271,4 +385,6 @@ def init_app(app: Flask) -> None:
     timing and take its request id, which a refusal's log line carries too."""
     app.extensions["identity_access"] = Tokens(app.config)
     app.extensions["identity_access_declared"] = {}
+    app.before_request(_check_host)
     app.before_request(_decide)
+    app.after_request(_no_store)

@@ -65,6 +65,8 @@ def _json_object() -> dict:
 
 
 def _load_identifiers(data: dict) -> dict:
+    # The stored blocklist is read here when due, never inside the schema's validation.
+    current_app.extensions["identity_blocklist"].refresh_if_stale()
     return current_app.extensions["identity_request_schema"].load(data)
 
 
@@ -82,7 +84,7 @@ def identify():
     try:
         result = _record(checkout)
     except repository.ValueBlocked:  # blocked in another process a moment ago
-        current_app.extensions["identity_blocklist"].expire()
+        current_app.extensions["identity_blocklist"].refresh_now()
         checkout = _load_identifiers(body)
         result = _record(checkout)
     if result.blocked_hub:  # HUB_ACTION=block: this process reads the table again

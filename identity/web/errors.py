@@ -59,7 +59,7 @@ def _error_response(
     retry_after: int | None = None,
     headers: dict | None = None,
 ):
-    error = {"code": code, "message": message}
+    error: dict[str, object] = {"code": code, "message": message}
     if fields:
         error["fields"] = fields
     response = jsonify({"error": error})
@@ -103,8 +103,9 @@ def _lookup_error(error: Exception):
 def _http_error(error: HTTPException):
     # Start from Werkzeug's own response so headers such as Allow survive.
     response = error.get_response()
-    code, message = _HTTP_CODES.get(error.code, ("http_error", error.name.lower()))
-    response.set_data(_error_response(error.code, code, message).get_data())
+    status = error.code or 500  # a registered HTTPException always has its code
+    code, message = _HTTP_CODES.get(status, ("http_error", error.name.lower()))
+    response.set_data(_error_response(status, code, message).get_data())
     response.content_type = "application/json"
     return response
 

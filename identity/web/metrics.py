@@ -7,6 +7,7 @@ Gauges are summed over the live workers only: a dead worker's requests in flight
 """
 
 import os
+from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-_LIVE_SUM = "livesum"
+_LIVE_SUM: Final = "livesum"
 
 
 class WebhookFigures:

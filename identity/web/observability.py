@@ -1,10 +1,10 @@
 """Per-request bookkeeping: a request id, one JSON log line, Prometheus metrics.
 
 Log lines carry the method, the path (never the query string), the status, the latency,
-the /identify outcome, the request id, and the role and token id access control found
-(identity/web/access.py); a newly suspected hub (SPEC §13) adds a warning line with its kind
-and row id. No e-mail or phone number, which are personal data, and no token ever
-reaches a log.
+the /identify outcome, the request id (and the client's own, if it sent one), and the role
+and token id access control found (identity/web/access.py); a newly suspected hub (SPEC
+§13) adds a warning line with its kind and row id. No e-mail or phone number, which are
+personal data, and no token ever reaches a log.
 """
 
 import logging
@@ -17,7 +17,10 @@ from flask import Flask, current_app, g, request
 from .errors import ApiError
 
 REQUEST_ID_HEADER = "X-Request-Id"
-# A client's request id is echoed only if it is short and plain; otherwise we make one.
+# Every request gets an id of ours, which the history stores with its changes and the
+# answer's X-Request-Id carries: were it the client's, a client could make its changes
+# carry another request's id. A client's own id is only logged beside ours (as
+# client_request_id) for correlation, if it is short and plain.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # The methods a metric label may name: any other method a client makes up is "other",
 # so that made-up methods cannot grow /metrics without bound.
@@ -39,7 +42,8 @@ def _start_request() -> None:
     g.request_started = time.perf_counter()
     _metrics().in_flight.inc()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _CLIENT_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.client_request_id = incoming if _CLIENT_REQUEST_ID.fullmatch(incoming) else None
+    g.request_id = uuid.uuid4().hex
     if current_app.extensions.get("identity_draining"):
         raise ApiError(503, "shutting_down", "the server is shutting down; retry", retry_after=1)
 
@@ -68,6 +72,7 @@ def _finish_request(response):
             "latency_ms": round(latency * 1000, 3),
             "outcome": outcome,
             "request_id": request_id,
+            "client_request_id": g.get("client_request_id"),
             "role": g.get("access_role"),
             "token_id": g.get("access_token_id"),
             "access_denied": denied,

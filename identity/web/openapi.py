@@ -81,7 +81,9 @@ def build_spec() -> dict:
         path="/identify",
         operations={
             "post": {
-                "summary": "Record a checkout's e-mail and/or phone number; answer with its customer",
+                "summary": (
+                    "Record a checkout's e-mail and/or phone number; answer with its customer"
+                ),
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": "IdentifyRequest"}},
@@ -233,7 +235,7 @@ def _route_roles(app: Flask) -> dict[tuple[str, str], str | None]:
     return {
         (_openapi_path(rule.rule), method.lower()): access.declared_role(app, rule.endpoint)
         for rule in app.url_map.iter_rules()
-        for method in rule.methods - {"HEAD", "OPTIONS"}
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }
 
 

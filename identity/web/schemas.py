@@ -11,7 +11,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from identity.customers.blocklist import Blocklist
+from identity.customers.blocklist import Blocklist, Blocks
 from identity.customers.normalise import (
     FIELD_NAMES,
     Blocked,
@@ -21,6 +21,7 @@ from identity.customers.normalise import (
 )
 from identity.feed import events as feed
 from identity.feed.events import FeedEvent
+from identity.feed.kinds import HISTORY_KINDS
 
 
 class NormalisedEmail(fields.Field):
@@ -65,7 +66,7 @@ class IdentifyRequest(Schema):
         },
     )
 
-    def __init__(self, blocklist: Blocklist | None = None, **kwargs):
+    def __init__(self, blocklist: Blocks | None = None, **kwargs):
         super().__init__(**kwargs)
         # No list blocks nothing; apispec builds the class without one to document it.
         self.blocklist = blocklist or Blocklist({})
@@ -113,16 +114,7 @@ class HistoryEvent(Schema):
     kind = fields.String(
         required=True,
         metadata={
-            "enum": [
-                "customer_created",
-                "secondary_added",
-                "primary_demoted",
-                "rows_repointed",
-                "customer_split",
-                "value_detached",
-                "customer_erased",
-                "hub_suspected",
-            ]
+            "enum": list(HISTORY_KINDS),
         },
     )
     contactId = fields.Integer(required=True, attribute="contact_id")
@@ -184,7 +176,10 @@ class FeedQuery(Schema):
 
     after = FeedCursor(
         load_default=feed.START,
-        metadata={"type": "string", "description": "a `next` from an earlier answer; absent: the start"},
+        metadata={
+            "type": "string",
+            "description": "a `next` from an earlier answer; absent: the start",
+        },
     )
     limit = fields.Integer(
         load_default=feed.DEFAULT_LIMIT,

@@ -1,10 +1,13 @@
 """The deliverer's settings, from the environment, with their defaults."""
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from identity.feed import events as feed
+
+_SUBSCRIBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class ConfigError(ValueError):
@@ -48,8 +51,11 @@ class WebhookConfig:
         if not secret:
             raise ConfigError("WEBHOOK_SECRET must be set")
         subscriber = environ.get("WEBHOOK_SUBSCRIBER", "default")
-        if not subscriber:
-            raise ConfigError("WEBHOOK_SUBSCRIBER must not be empty")
+        if not _SUBSCRIBER_NAME.fullmatch(subscriber):
+            raise ConfigError(
+                "WEBHOOK_SUBSCRIBER must be 1 to 100 characters of A-Z a-z 0-9 . _ - "
+                "(it is named in every signed batch: see signing.py)"
+            )
         return cls(
             url=url,
             secret=secret.encode(),

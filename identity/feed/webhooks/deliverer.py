@@ -104,7 +104,8 @@ class Deliverer:
 
     def _post_until_accepted(self, conn, subscriber_id: int, events: list[dict]) -> bool:
         """POST the batch until a 2xx (True), or until stop is set (False)."""
-        body = json.dumps({"events": _events_body.dump(events)}, separators=(",", ":")).encode()
+        batch = {"subscriber": self.config.subscriber, "events": _events_body.dump(events)}
+        body = json.dumps(batch, separators=(",", ":")).encode()
         attempt = 0
         while not self.stop.is_set():
             header = signing.signature(self.config.secret, body, int(time.time()))

@@ -1,10 +1,14 @@
 """Who may use the console, and the signed session cookie that remembers a sign-in.
 
 The console belongs to the `support` role. With support tokens configured, a person signs
-in once with a token; the session then holds the token's SHA-256 digest (never the token
-itself, so a copied cookie does not leak a bearer token for the API) and stays valid while
-that token is still configured. With no support token configured, the console serves
-loopback clients only, without sign-in.
+in once with a token. The server then keeps the session (sessions.py): a row with the
+token's SHA-256 digest (never the token itself, so neither the table nor a copied cookie
+leaks a bearer token for the API) and the time of sign-in. The browser's signed cookie
+holds only a random key that names the row. The session lasts while the row does, and
+that token is still configured, and at most SESSION_LIFETIME from sign-in whatever its use
+(the cookie is not renewed on each request); sign-out deletes the row, which ends the
+session for every copy of the cookie. With no support token configured, the console
+serves loopback clients only, without sign-in, and keeps no session rows.
 
 Every form that changes state carries a CSRF token: a random value kept in the session
 (synchronizer token). The session cookie is signed, so a forged page cannot know it.
@@ -15,12 +19,18 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-# A support person's working day; after that the signature expires and they sign in again.
+from identity.database.connections import run_unit
+
+from . import sessions
+
+# A support person's working day, from sign-in; after that they sign in again.
 SESSION_LIFETIME = timedelta(hours=8)
 CSRF_FIELD = "csrf_token"
+# The cookie's member holding the random key that names the session's row.
+SESSION_KEY = "session_key"
 _KEY_LABEL = b"identity support console session key"
 
 
@@ -44,33 +54,58 @@ def sign_in_required() -> bool:
     return bool(current_app.extensions["identity_access"].ids("support"))
 
 
+def _session_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def sign_in(token: str) -> bool:
     """Start a new session for a valid support token; False (and no session) otherwise."""
-    if _support_token(_digest(token)) is None:
+    digest = _digest(token)
+    if _support_token(digest) is None:
         return False
+    key = secrets.token_urlsafe(32)
+    run_unit(
+        lambda conn: sessions.open_session(conn, _session_id(key), digest, SESSION_LIFETIME)
+    )
     session.clear()  # a fresh session, so a session fixed before sign-in is worthless
     session.permanent = True
-    session["support"] = _digest(token)
+    session[SESSION_KEY] = key
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
     return True
 
 
 def sign_out() -> None:
+    """End the session on the server, for every copy of its cookie."""
+    key = session.get(SESSION_KEY)
+    if isinstance(key, str):
+        run_unit(lambda conn: sessions.end_session(conn, _session_id(key)))
     session.clear()
 
 
 def session_token_digest() -> str | None:
-    """The proof access.py accepts for console pages: the signed-in token's digest."""
-    return session.get("support")
+    """The proof access.py accepts for console pages: the digest of the token a live
+    session was opened with, looked up once per request."""
+    if "console_token_digest" not in g:
+        g.console_token_digest = _live_token_digest()
+    return g.console_token_digest
+
+
+def _live_token_digest() -> str | None:
+    key = session.get(SESSION_KEY)
+    if not isinstance(key, str) or not sign_in_required():
+        return None
+    return run_unit(
+        lambda conn: sessions.live_token_digest(conn, _session_id(key), SESSION_LIFETIME)
+    )
 
 
 def signed_in() -> bool:
-    return _support_token(session.get("support")) is not None
+    return _support_token(session_token_digest()) is not None
 
 
 def token_id() -> str | None:
     """The signed-in token's id as the access log names it: 8 hex digits of its SHA-256."""
-    token = _support_token(session.get("support"))
+    token = _support_token(session_token_digest())
     return token.id if token else None
 
 
@@ -117,5 +152,7 @@ def configure_session(app: Flask) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # The cookie's expiry counts from sign-in: it is sent again only when it changes.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
     app.session_interface = ConsoleSessionInterface()

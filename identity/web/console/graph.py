@@ -19,6 +19,7 @@ own between the demoted primary and the one it joined, so every link has a line.
 
 import math
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from identity.customers.model import ContactRow
@@ -62,7 +63,7 @@ class Graph:
     @property
     def crowded(self) -> bool:
         """Some row has so many edges that they pass behind other rows (drawn thinner)."""
-        degree = Counter()
+        degree: Counter[int] = Counter()
         for edge in self.edges:
             degree.update((edge.source.row.id, edge.target.row.id))
         return max(degree.values(), default=0) > CROWDED_DEGREE
@@ -95,7 +96,7 @@ def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
                 continue
             first = first_carrier.setdefault((kind, value), row.id)
             if first != row.id:
-                links.setdefault(tuple(sorted((first, row.id))), set()).add(kind)
+                links.setdefault((min(first, row.id), max(first, row.id)), set()).add(kind)
     live = {row.id for row in rows}
     for demoted, survivor in merges:
         if demoted in live and survivor in live and demoted != survivor:
@@ -160,13 +161,13 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
     return slots
 
 
-def layout(rows: list[ContactRow], merges: list[tuple[int, int]] = ()) -> Graph:
+def layout(rows: list[ContactRow], merges: Sequence[tuple[int, int]] = ()) -> Graph:
     """Place the rows of one customer (oldest first, as the look-ups return them);
     merges: (demoted primary, survivor) pairs from its history (merges_of)."""
     links = _links(rows, merges)
     centre, *others = _walk_order(rows, links)
     placed = {centre.id: Node(centre, 0.0, 0.0)}
-    for row, (x, y) in zip(others, _ring_slots(len(others))):
+    for row, (x, y) in zip(others, _ring_slots(len(others)), strict=True):
         placed[row.id] = Node(row, x, y)
     edges = [
         Edge(_edge_kind(kinds), placed[first], placed[other])

@@ -46,7 +46,9 @@ def _normalised(schema: IdentifyRequest, field: str, text: str) -> str:
     try:
         loaded = schema.load({field: text})
     except AllValuesBlocked:
-        raise SearchError("that value is on the junk-value blocklist: it never links anyone")
+        raise SearchError(
+            "that value is on the junk-value blocklist: it never links anyone"
+        ) from None
     except ValidationError as error:
         reasons = error.normalized_messages().get(field, ["is not valid"])
         label = "e-mail" if field == "email" else "phone number"
@@ -75,7 +77,9 @@ def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
         raise SearchError("type an e-mail address, a phone number or a contact id")
     if "@" in text:
         email = _normalised(schema, "email", text)
-        found = [("e-mail", _customer_of_value(conn, email, None), None)]
+        found: list[tuple[str, int | None, int | None]] = [
+            ("e-mail", _customer_of_value(conn, email, None), None)
+        ]
     elif text.startswith("#"):
         contact_id = _contact_id(text)
         if contact_id is None:

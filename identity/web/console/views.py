@@ -4,7 +4,7 @@ Searches are POSTed, never put in the URL: an e-mail or phone number in a query 
 would land in browser histories and proxy logs. Pages are addressed by contact id.
 """
 
-from datetime import timezone
+from datetime import UTC
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -78,7 +78,7 @@ def page_globals():
 
 @bp.app_template_filter("utc")
 def utc(moment) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
@@ -114,6 +114,7 @@ def home():
 def find():
     text = request.form.get("q", "")
     schema = current_app.extensions["identity_request_schema"]
+    current_app.extensions["identity_blocklist"].refresh_if_stale()  # outside validation
     try:
         matches = run_unit(lambda conn: search(conn, schema, text))
     except SearchError as error:
@@ -269,7 +270,7 @@ def database_unavailable(_error):
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException):
     response = error.get_response()  # keeps headers such as Allow
-    page, status = _error_page(error.code, error.name, error.description or "")
+    page, status = _error_page(error.code or 500, error.name, error.description or "")
     response.set_data(page)
     response.content_type = "text/html; charset=utf-8"
     return response
