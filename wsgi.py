@@ -4,8 +4,10 @@ identity/process/supervisor.py); WSGI servers import `app`."""
 import sys
 
 if __name__ == "__main__":
-    from identity.process.supervisor import main
-
+    try:
+        from identity.process.supervisor import main
+    except KeyboardInterrupt:  # Ctrl-C while the imports run: nothing started yet
+        sys.exit(0)
     sys.exit(main())
 
 from identity import create_app  # noqa: E402

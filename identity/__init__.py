@@ -4,7 +4,7 @@ from flask import Flask
 
 from identity.customers.blocklist import Blocklist, StoredBlocklist
 from identity.web.metrics import Metrics
-from identity.web.schemas import IdentifyRequest
+from identity.web.schemas import DetachRequest, IdentifyRequest
 
 from . import commands, config
 from .customers import hubs, repository
@@ -31,9 +31,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         refresh_s=app.config["BLOCKLIST_REFRESH_S"],
     )
     app.extensions["identity_blocklist"] = blocklist
-    app.extensions["identity_request_schema"] = IdentifyRequest(blocklist)
+    phone_region = app.config["PHONE_REGION"] = config.phone_region(app.config["PHONE_REGION"])
+    app.extensions["identity_request_schema"] = IdentifyRequest(blocklist, phone_region)
+    app.extensions["identity_detach_schema"] = DetachRequest(phone_region)
 
-    db.init_app(app, prepare_statements=repository.prepare_statements)
+    db.init_app(app)
     errors.init_app(app)
     observability.init_app(app)
     access.init_app(app)

@@ -6,14 +6,18 @@ Flask."""
 import signal
 import sys
 import threading
+import uuid
 
 import click
 import psycopg2
 from flask import current_app
 from flask.cli import with_appcontext
 
+from identity.customers import renormalise
 from identity.customers.audit import find_orphans, find_violations
+from identity.database import connections
 from identity.database.migrations import MigrationError, migrate
+from identity.database.transaction import Limits
 from identity.feed.webhooks.config import ConfigError, WebhookConfig
 from identity.feed.webhooks.deliverer import Deliverer
 from identity.importing.command import (
@@ -28,8 +32,10 @@ from identity.process.logs import configure_logging
 @with_appcontext
 def init_db_command() -> None:
     """Apply the pending schema migrations (safe to repeat)."""
+    config = current_app.config
+    database_url = config["MIGRATION_DATABASE_URL"] or config["DATABASE_URL"]
     try:
-        report = migrate(current_app.config["DATABASE_URL"], current_app.config["SCHEMA_DIR"])
+        report = migrate(database_url, config["SCHEMA_DIR"])
     except MigrationError as error:
         raise click.ClickException(str(error)) from None
     for name in report.applied:
@@ -107,4 +113,49 @@ def import_command(file: str, rejects_path: str | None, batch_size: int) -> None
     )
 
 
-ALL = (init_db_command, audit_command, deliver_command, import_command)
+@click.command("renormalise")
+@click.option("--dry-run", is_flag=True, help="report what would change and merge; change nothing")
+@with_appcontext
+def renormalise_command(dry_run: bool) -> None:
+    """Rewrite stored phone numbers to PHONE_REGION's form; merge the customers that then
+    share a phone (docs/behaviour.md, SPEC §4). Resumable: run it again to finish."""
+    region = current_app.config["PHONE_REGION"]
+    if region is None:
+        raise click.UsageError(
+            "PHONE_REGION is unset: stored phone numbers already follow the rule without it"
+        )
+    config = current_app.config
+    limits = Limits(config["STATEMENT_TIMEOUT_MS"], config["LOCK_TIMEOUT_MS"], idle_ms=0)
+    conn = connections.connect(config, "identity-renormalise", limits)
+    try:
+        report = renormalise.renormalise(
+            conn,
+            region,
+            f"renormalise-{uuid.uuid4().hex[:12]}",
+            dry_run=dry_run,
+            retry_budget=current_app.config["RETRY_BUDGET"],
+        )
+    except renormalise.TooManyConflicts:
+        raise click.ClickException(
+            "live traffic kept a phone's customers busy: run it again"
+        ) from None
+    finally:
+        conn.close()
+    _echo_report(report, dry_run)
+
+
+def _echo_report(report: renormalise.Report, dry_run: bool) -> None:
+    """Counts and row ids only: phone numbers never appear in output that may be logged."""
+    would = "would be " if dry_run else ""
+    for merge in report.merges:
+        demoted = ", ".join(str(contact_id) for contact_id in merge.demoted_ids)
+        click.echo(f"merge: {demoted} {would}merged into customer {merge.survivor_id}")
+    click.echo(
+        f"renormalise{' (dry run, nothing changed)' if dry_run else ''}: "
+        f"{report.phones} phones, {report.rows} live rows {would}rewritten, "
+        f"{len(report.merges)} merge{'' if len(report.merges) == 1 else 's'}"
+        + ("" if dry_run else f", {report.deleted_rows} deleted rows rewritten")
+    )
+
+
+ALL = (init_db_command, audit_command, deliver_command, import_command, renormalise_command)

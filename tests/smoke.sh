@@ -39,6 +39,25 @@ get() {  # get PATH -> prints "STATUS BODY", with the support token
     rm -f /tmp/smoke.$$
 }
 
+call() {  # call METHOD PATH [BODY] -> prints "STATUS BODY", with the support token
+    bearer "${SUPPORT_TOKEN:-}" | curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X "$1" \
+        "$BASE_URL$2" -H @- -H "Content-Type: application/json" ${3:+--data "$3"}
+    printf ' '
+    cat /tmp/smoke.$$
+    rm -f /tmp/smoke.$$
+}
+
+# The customers this run makes (their primary ids), erased when it ends, pass or fail:
+# the smoke checks leave no personal data behind.
+made=""
+erase_made() {
+    for id in $made; do
+        call DELETE "/contacts/$id" >/dev/null 2>&1 || true
+    done
+    [ -z "$made" ] || echo "erased the customers this run made: $made"
+}
+trap erase_made EXIT
+
 field() {  # field RESPONSE PYTHON_EXPR -> evaluates EXPR with c = the "contact" object
     printf '%s' "$1" | cut -d' ' -f2- | python3 -c "import json,sys; c=json.load(sys.stdin).get('contact'); print($2)"
 }
@@ -63,6 +82,7 @@ if [ "${r%% *}" = 401 ]; then
 fi
 check "A1 new e-mail and phone: 200" "${r%% *}" 200
 primary=$(field "$r" "c['primaryContactId']")
+made="$primary"
 check "A1 answer is the new primary alone" "$(field "$r" "c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" "['$L'] ['$P'] []"
 r=$(post "{\"email\":\"$M\",\"phoneNumber\":\"$P\"}")
 secondary=$(field "$r" "c['secondaryContactIds'][0]")
@@ -79,6 +99,7 @@ done
 G="george.$RUN@hillvalley.edu"; B="biffsucks.$RUN@hillvalley.edu"; P1="2$NUM"; P2="3$NUM"
 george=$(field "$(post "{\"email\":\"$G\",\"phoneNumber\":\"$P1\"}")" "c['primaryContactId']")
 biff=$(field "$(post "{\"email\":\"$B\",\"phoneNumber\":\"$P2\"}")" "c['primaryContactId']")
+made="$made $george $biff"
 r=$(post "{\"email\":\"$G\",\"phoneNumber\":\"$P2\"}")
 check "B  bridging two customers: the newer primary becomes a secondary of the older" \
     "$(field "$r" "c['primaryContactId'], c['emails'], c['phoneNumbers'], c['secondaryContactIds']")" \
@@ -101,13 +122,6 @@ if [ -n "${CHECKOUT_TOKEN:-}" ]; then
 fi
 
 # Corrections (support): split example B's customer again, then erase george.
-call() {  # call METHOD PATH [BODY] -> prints "STATUS BODY", with the support token
-    bearer "${SUPPORT_TOKEN:-}" | curl -sS -o /tmp/smoke.$$ -w '%{http_code}' -X "$1" \
-        "$BASE_URL$2" -H @- -H "Content-Type: application/json" ${3:+--data "$3"}
-    printf ' '
-    cat /tmp/smoke.$$
-    rm -f /tmp/smoke.$$
-}
 r=$(call POST "/contacts/$biff/detach" "{\"phoneNumber\":\"9$NUM\"}")
 check "detach a value the customer lacks: 409" "${r%% *}" 409
 r=$(call POST "/contacts/$biff/detach" "{\"email\":\"$G\"}")

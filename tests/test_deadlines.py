@@ -21,7 +21,8 @@ from servers import ServerProcess
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.database.connections import close_pool, get_db, pool_of
+from identity.database import transaction
+from identity.database.connections import close_pool, pool_of, run_unit
 from identity.database.migrations import migrate
 from identity.database.pool import Pool, ServiceConnection
 from identity.dev.embedded import EmbeddedPostgres
@@ -224,21 +225,41 @@ def test_a_failed_connect_of_any_kind_gives_its_pool_slot_back(database_url):
 
 
 def test_service_connections_carry_keepalives_and_timeouts_from_the_deadline(app):
-    """Deadline 5 s (the default): its safety margin is 1 s."""
-    with app.test_request_context():
-        conn = get_db()
-        parameters = conn.get_dsn_parameters()
-        assert parameters["keepalives"] == "1" and parameters["tcp_user_timeout"] == "5000"
-        settings = {}
+    """Deadline 5 s (the default): its safety margin is 1 s. Keepalives and the user
+    timeout are libpq parameters; the timeouts belong to each transaction, and the session
+    keeps the server's defaults: no startup options, nothing a pooler's next client would
+    inherit."""
+    names = ("idle_in_transaction_session_timeout", "lock_timeout", "statement_timeout", "jit")
+
+    def settings(cur) -> dict:
+        values = {}
+        for name in names:
+            cur.execute(f"SHOW {name}")
+            values[name] = cur.fetchone()[0]
+        return values
+
+    def inside_and_after(conn):
         with conn.cursor() as cur:
-            names = ("idle_in_transaction_session_timeout", "lock_timeout", "statement_timeout")
-            for name in names:
-                cur.execute(f"SHOW {name}")
-                settings[name] = cur.fetchone()[0]
-    assert settings == {
-        "idle_in_transaction_session_timeout": "5s",
-        "lock_timeout": "2s",  # LOCK_TIMEOUT_MS, well within the deadline
-        "statement_timeout": "4500ms",  # half a margin before the deadline
+            transaction.begin(cur)
+            inside = settings(cur)
+            transaction.commit(cur)
+            return inside, settings(cur), conn.get_dsn_parameters()
+
+    with app.test_request_context():
+        inside, after, parameters = run_unit(inside_and_after)
+    assert parameters.get("options", "") == ""
+    assert parameters["keepalives"] == "1" and parameters["keepalives_idle"] == "5"
+    assert parameters["keepalives_count"] == "3" and parameters["tcp_user_timeout"] == "5000"
+    assert inside["lock_timeout"] == "2s"  # LOCK_TIMEOUT_MS, well within the deadline
+    assert inside["idle_in_transaction_session_timeout"] == "5s"
+    assert inside["jit"] == "off"
+    # Half a margin before the deadline, less the moments the request has already used.
+    assert 4000 <= int(inside["statement_timeout"].removesuffix("ms")) <= 4500
+    assert after == {
+        "idle_in_transaction_session_timeout": "0",
+        "lock_timeout": "0",
+        "statement_timeout": "0",
+        "jit": "on",  # the server's default
     }
 
 

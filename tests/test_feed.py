@@ -17,9 +17,14 @@ from openapi_core.contrib.werkzeug import (
     WerkzeugOpenAPIRequest,
     WerkzeugOpenAPIResponse,
 )
-from servers import post_identify
+from servers import ServerProcess, post_identify
 from werkzeug.test import EnvironBuilder
 
+from identity import create_app
+from identity.config import PROJECT_ROOT
+from identity.database.connections import close_pool
+from identity.database.migrations import migrate
+from identity.dev.embedded import EmbeddedPostgres
 from identity.feed import events as feed
 from identity.feed.repository import FEED_SOURCE_KINDS, READ_EVENTS, EventRow
 
@@ -59,6 +64,41 @@ def hold_new_customer(database_url: str, email: str):
             (contact_id, contact_id),
         )
         return conn, cur.fetchone()[0]
+
+
+def current_txid(db) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_current_xact_id()::text")
+        return int(cur.fetchone()[0])
+
+
+def burn_transaction_ids_to_below_a_power_of_ten(db, margin: int) -> int:
+    """Make the next transaction id `margin` below a power of ten; returns that power.
+
+    Each rolled-back subtransaction that writes (to a temporary table) takes a
+    transaction id of its own: about 300,000 of them a second, in one round trip."""
+    power = 10 ** len(str(current_txid(db) + margin + 2))
+    burn = power - margin - current_txid(db) - 1
+    with db.cursor() as cur:
+        cur.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS burnt (x int);
+               DO $$ BEGIN
+                   FOR i IN 1..%s LOOP
+                       BEGIN INSERT INTO burnt VALUES (i); RAISE EXCEPTION 'burnt';
+                       EXCEPTION WHEN raise_exception THEN NULL; END;
+                   END LOOP;
+               END $$""",
+            (burn,),
+        )
+    assert power - margin - 2 <= current_txid(db) < power
+    return power
+
+
+def event_txids(db) -> tuple[int, int]:
+    with db.cursor() as cur:
+        cur.execute("SELECT min(txid)::text, max(txid)::text FROM contact_event")
+        low, high = cur.fetchone()
+        return int(low), int(high)
 
 
 def test_feed_tells_creation_secondary_and_merge_in_order_without_personal_values(client):
@@ -115,6 +155,48 @@ def test_following_next_sees_every_event_exactly_once(client):
     assert [event["id"] for event in events] == sorted(event["id"] for event in events)
     assert len({event["id"] for event in events}) == len(events) == 14
     assert [event["id"] for event in read_all(client, limit=1000)] == [e["id"] for e in events]
+
+
+@pytest.fixture(scope="module")
+def young_cluster():
+    """A cluster of this module's own, fresh from initdb: its transaction ids are still
+    below 1,000, so crossing 1,000 and then 10,000 burns a few thousand ids, however many
+    the other tests have used on the session's cluster."""
+    with EmbeddedPostgres() as server:
+        migrate(server.url, PROJECT_ROOT / "sql")
+        yield server
+
+
+@pytest.fixture
+def young_db(young_cluster):
+    conn = psycopg2.connect(young_cluster.url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE contact, blocked_value RESTART IDENTITY CASCADE")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def young_client(young_cluster, young_db):
+    app = create_app({"TESTING": True, "DATABASE_URL": young_cluster.url, "POOL_SIZE": 2})
+    yield app.test_client()
+    close_pool(app)
+
+
+def test_following_next_sees_every_event_once_across_a_power_of_ten(young_client, young_db):
+    """Transaction ids 996..1005: the feed orders them as numbers, so a page never jumps
+    from 1005 back to 996, and no event falls behind a cursor."""
+    client, db = young_client, young_db
+    power = burn_transaction_ids_to_below_a_power_of_ten(db, margin=4)
+    for n in range(10):
+        identify(client, {"email": f"p{n}@x.io"})
+    low, high = event_txids(db)
+    assert low < power <= high, (low, power, high)
+
+    for limit in (1, 3, 7, 100):
+        events = read_all(client, limit=limit)
+        assert [event["contactIds"] for event in events] == [[n] for n in range(1, 11)], limit
 
 
 def test_an_empty_page_hands_back_the_same_cursor(client):
@@ -364,6 +446,30 @@ def test_no_event_is_lost_or_repeated_while_two_servers_write(two_servers, db, d
     print(f"\nfeed: writes {writes}, events {len(ids)}, pages read {consumer.polls}")
 
 
+def test_no_event_is_lost_or_repeated_while_transaction_ids_cross_a_power_of_ten(
+    young_cluster, young_db
+):
+    """The same race while the writers' transaction ids cross a power of ten (10,000
+    when the test before this one has crossed 1,000 on the same cluster)."""
+    db, url = young_db, young_cluster.url
+    servers = [ServerProcess(url, WORKERS=1), ServerProcess(url, WORKERS=1)]
+    try:
+        power = burn_transaction_ids_to_below_a_power_of_ten(db, margin=WRITER_THREADS * 10)
+        consumer, writes, _ = consume_during_traffic(feed_reader(servers[0]), db, url, servers, 3)
+    finally:
+        for server in servers:
+            server.stop()
+
+    low, high = event_txids(db)
+    assert low < power <= high, (low, power, high)
+    ids = [event["id"] for event in consumer.events]
+    table_ids, links = feed_events_in_table(db)
+    assert len(ids) == len(set(ids)), "an event was served twice"
+    assert set(ids) == table_ids, f"lost: {sorted(table_ids - set(ids))}"
+    assert replay_customers(consumer.events) == links
+    print(f"\nfeed across {power}: writes {writes}, events {len(ids)}, pages {consumer.polls}")
+
+
 def test_a_naive_id_cursor_loses_events_in_the_same_race(two_servers, db, database_url):
     """The same run with `id > after`: the held event, at least, never reaches the consumer.
     This is what the test above would see if the feed's cursor were naive."""
@@ -394,7 +500,11 @@ def test_a_page_of_the_feed_is_one_range_scan_of_its_index(db):
             {"txid": txid, "event_id": 10_000, "kinds": FEED_SOURCE_KINDS, "limit": 100},
         )
         plan = "\n".join(line for (line,) in cur.fetchall())
-    assert "Seq Scan" not in plan and "contact_event_feed_order" in plan, plan
+    # One ordered range scan under the LIMIT: no Sort node (which an ORDER BY on the text
+    # form of txid needs), no Bitmap scan, no scan of the whole table.
+    assert "Sort" not in plan and "Bitmap" not in plan and "Seq Scan" not in plan, plan
+    assert "Index Scan using contact_event_feed_order" in plan, plan
+    assert "Index Cond: ((ROW(txid, id) > ROW(" in plan, plan
 
 
 @pytest.mark.parametrize(

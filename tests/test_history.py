@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 from conftest import identify, replay_links, rows
 
-from identity.customers import lookups, reconcile, repository
+from identity.customers import lookups, reconcile
 
 
 def history(client, contact_id):
@@ -89,7 +89,6 @@ def test_history_reads_the_customer_and_its_events_in_one_snapshot(client, db, d
     identify(client, {"email": "a@x.io", "phoneNumber": "2"})  # row 2
     merger = psycopg2.connect(database_url)
     merger.autocommit = True
-    repository.prepare_statements(merger)
 
     class MergeAfterFirstRead(psycopg2.extensions.cursor):
         def execute(self, query, params=None):

@@ -12,7 +12,6 @@ import pytest
 from conftest import rows
 
 from identity.customers import reconcile
-from identity.customers import repository as service_repository
 from identity.importing import sorting
 from identity.importing.orders import Order
 
@@ -91,7 +90,6 @@ def replay(database_url: str, orders: list[dict]) -> None:
     def replay_group(shard: int) -> None:
         conn = psycopg2.connect(database_url)
         conn.autocommit = True
-        service_repository.prepare_statements(conn)
         try:
             group = in_time_order([order for order in orders if order["shard"] == shard])
             for number, order in enumerate(group):

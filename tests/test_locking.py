@@ -28,7 +28,6 @@ def connections(db, database_url):
     opened = [psycopg2.connect(database_url, application_name="locking-test") for _ in range(2)]
     for conn in opened:
         conn.autocommit = True
-        repository.prepare_statements(conn)
     yield opened
     for conn in reversed(opened):  # the holder of the locks first: nobody waits on it
         conn.close()

@@ -10,6 +10,8 @@ from psycopg2.extensions import make_dsn
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
+from identity.database import ledger as ledger_sql
+from identity.database import migrations, transaction
 from identity.database.connections import close_pool
 from identity.database.migrations import MigrationError, discover, migrate
 
@@ -202,7 +204,32 @@ def test_concurrent_runs_apply_each_migration_once(fresh_database, tmp_path):
     assert failures == []
     applied = [name for report in reports for name in report.applied]
     assert sorted(applied) == [m.name for m in discover(schema_dir)]  # each exactly once
-    assert sorted(report.applied == [] for report in reports) == [False, True]
+    # Taking turns per migration, each run applied its share in file order.
+    assert all(report.applied == sorted(report.applied) for report in reports)
+    assert query(fresh_database, "SELECT to_regclass('slow_done') IS NOT NULL") == [(True,)]
+
+
+def test_a_run_waits_for_the_migration_lock_only_so_long(fresh_database, monkeypatch):
+    monkeypatch.setattr(migrations, "MIGRATION_LIMITS", transaction.Limits(0, 100, 0))
+    monkeypatch.setattr(migrations, "MIGRATION_RETRIES", 2)
+    holder = psycopg2.connect(fresh_database)
+    try:
+        with holder.cursor() as cur:  # a transaction of another run, stuck mid-migration
+            cur.execute(ledger_sql.LOCK_MIGRATIONS)
+        refused = "could not get the migration lock in 3 attempts: another init-db"
+        with pytest.raises(MigrationError, match=refused):
+            migrate(fresh_database, SCHEMA_DIR)
+    finally:
+        holder.close()
+    assert migrate(fresh_database, SCHEMA_DIR).applied == [m.name for m in discover(SCHEMA_DIR)]
+
+
+def test_init_db_uses_the_migration_url_when_it_is_set(fresh_database):
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    app = create_app({"DATABASE_URL": unreachable, "MIGRATION_DATABASE_URL": fresh_database})
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert ledger(fresh_database).keys() == {m.name for m in discover(SCHEMA_DIR)}
 
 
 def test_a_database_that_applied_001_before_its_comment_was_corrected_migrates(fresh_database):

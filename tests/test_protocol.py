@@ -13,6 +13,7 @@ from conftest import identify, wait_for
 
 from identity.customers import corrections, repository
 from identity.customers.reconcile import CustomerChanged
+from identity.database import transaction
 from identity.database.pool import ConnectTimeout, Pool, ServiceConnection
 
 # Row 2 is the oldest primary; row 1 a younger primary with a secondary, row 3.
@@ -40,7 +41,6 @@ def connections(db, database_url):
     opened = [psycopg2.connect(database_url) for _ in range(3)]
     for conn in opened:
         conn.autocommit = True
-        repository.prepare_statements(conn)
     yield opened
     for conn in opened:
         conn.close()
@@ -50,6 +50,11 @@ def connections(db, database_url):
 def two_customers(db):
     with db.cursor() as cur:
         cur.execute(TWO_CUSTOMERS)
+
+
+def rollback(conn) -> None:
+    with conn.cursor() as cur:
+        transaction.rollback(cur)
 
 
 def waiting_for_lock(db, pid: int | None = None, root_id: int | None = None) -> bool:
@@ -85,7 +90,7 @@ def test_a_checkout_waiting_for_a_value_holds_no_root(db, connections, two_custo
     """(a) Value locks, then root locks. An import holds its values' locks and then
     waits for its primaries' (identity/importing/loader.py): a checkout that took a root
     first and then waited for a value the import holds would close a cycle (a deadlock).
-    Mutation: LOCK_ROOTS before LOCK_VALUE_KEYS in repository.BEGIN_AND_LOCK."""
+    Mutation: LOCK_ROOTS before LOCK_VALUE_KEYS in repository.LOCK_ALL."""
     holder, checkout, _ = connections
     repository.lock_all(holder, repository.value_lock_keys("new@x.io", None), [])
     thread, outcome = in_thread(lambda: repository.begin_locked(checkout, "new@x.io", "1", [1]))
@@ -94,9 +99,9 @@ def test_a_checkout_waiting_for_a_value_holds_no_root(db, connections, two_custo
         cur.execute("SELECT pg_try_advisory_lock(%s, 1)", (repository.ROOT_LOCK_SPACE,))
         root_was_free = cur.fetchone()[0]
         cur.execute("SELECT pg_advisory_unlock_all()")
-    repository.rollback(holder)
+    rollback(holder)
     thread.join(30)
-    repository.rollback(checkout)
+    rollback(checkout)
     assert root_was_free, "a checkout waiting for a value's lock already held a root's lock"
     assert outcome and not isinstance(outcome[0], Exception), outcome
 
@@ -104,7 +109,7 @@ def test_a_checkout_waiting_for_a_value_holds_no_root(db, connections, two_custo
 def test_a_second_writer_of_a_new_value_waits_for_the_first(db, connections):
     """(b) Two checkouts of the same new value: the second waits for the first's commit,
     then sees its row (so the value is stored once). Mutation: LOCK_VALUE_KEYS left out
-    of repository.BEGIN_AND_LOCK."""
+    of repository.LOCK_ALL."""
     first, second, _ = connections
     assert repository.begin_locked(first, "new@x.io", None, []) == []
     thread, outcome = in_thread(lambda: repository.begin_locked(second, "new@x.io", None, []))
@@ -118,7 +123,7 @@ def test_a_second_writer_of_a_new_value_waits_for_the_first(db, connections):
         first, request, relinks={}, demotion=None, linked_id=None, insert=True
     )
     thread.join(30)
-    repository.rollback(second)
+    rollback(second)
     assert [row.email for row in outcome[0]] == ["new@x.io"]
 
 
@@ -154,7 +159,7 @@ def test_an_import_reads_the_owners_again_after_locking_the_primaries(
         try:
             wait_for(lambda: waiting_for_lock(db, root_id=1), "the import to wait for row 1")
         except AssertionError:
-            repository.rollback(checkout)  # lets the import end
+            rollback(checkout)  # lets the import end
             raise
         return repository.write_and_commit(checkout, **MERGE_1_INTO_2)
 
@@ -227,7 +232,7 @@ def test_a_detach_whose_customer_was_merged_meanwhile_waits_for_the_new_root(
             try:
                 return corrections.detach(detaching, 3, "phoneNumber", "3", False, "detach")
             except CustomerChanged as error:
-                repository.rollback(detaching)
+                rollback(detaching)
                 restarts.append(error)
 
     thread, outcome = in_thread(detach_like_run_unit)
@@ -247,7 +252,7 @@ def test_a_detach_whose_customer_was_merged_meanwhile_waits_for_the_new_root(
         "the detach to wait for row 2's lock, or to go ahead without it",
     )
     assert not outcome, "the detach changed a merged customer without its new root's lock"
-    repository.rollback(other)
+    rollback(other)
     thread.join(30)
     assert len(restarts) == 1 and outcome and not isinstance(outcome[0], Exception), outcome
     with db.cursor() as cur:

@@ -97,6 +97,34 @@ def test_database_restart_in_the_middle_of_traffic(private_database):
     assert acknowledged <= stored
 
 
+def test_terminated_backends_are_replaced_without_a_failed_request(private_database):
+    """pg_terminate_backend on every service connection, again and again (what a
+    failover or a DBA does to them): each request runs again on a new connection."""
+    service = ServerProcess(private_database.url, REQUEST_DEADLINE_S=5)
+    admin = psycopg2.connect(private_database.url)
+    admin.autocommit = True
+    terminated = 0
+    try:
+        traffic = Traffic(service.port)
+        for round_ in range(1, 11):
+            target = 5 * round_
+            wait_for(lambda: traffic.count(200) >= target, "traffic to flow")  # noqa: B023
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'identity'"
+                )
+                terminated += cur.fetchone()[0]
+        results = traffic.stop()
+        assert find_violations(admin) == []
+    finally:
+        admin.close()
+        service.stop()
+
+    assert terminated >= 10
+    assert {status for _, status, _, _ in results} == {200}, [r[1] for r in results]
+
+
 def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(private_database):
     # One worker: the kept-alive connection and the request in flight share its drain
     # (tests/test_workers.py drains several).

@@ -21,11 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import PROJECT_ROOT
 
 from identity.feed.repository import FEED_SOURCE_KINDS
+from identity.feed.webhooks.config import ConfigError, WebhookConfig
 from identity.feed.webhooks.deliverer import backoff_s
 
 SECRET = "test-secret-not-for-production"
 # The deliverer's answer timeout in these tests; a stalling receiver outwaits it.
 TIMEOUT_S = 0.5
+# The deliverers' lease: how long a successor waits after a deliverer was killed.
+LEASE_S = 3 * TIMEOUT_S
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 PERSONAL_KEYS = {"email", "phoneNumber", "emails", "phoneNumbers"}
 
@@ -130,6 +133,7 @@ class DelivererProcess:
             WEBHOOK_BACKOFF_BASE_S="0.02",
             WEBHOOK_BACKOFF_MAX_S="0.2",
             WEBHOOK_POLL_S="0.05",
+            WEBHOOK_LEASE_S=str(LEASE_S),
         )
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -298,23 +302,45 @@ def test_a_second_deliverer_for_the_same_subscriber_waits(client, db, database_u
         second = DelivererProcess(database_url, receiver.url)
         wait_for(lambda: "another deliverer is active" in second.log_text(), "the second to wait")
 
-        # The first, frozen, still holds the subscriber: nobody delivers.
+        # The first, frozen, stops renewing its lease: once it expires the second takes over.
         first.process.send_signal(signal.SIGSTOP)
         identify(client, {"email": "b@x.io"})
-        time.sleep(1.0)  # twenty of the second deliverer's polls
-        assert len(receiver.accepted_ids()) == 1
-
-        # The first dies: its connection, and with it the lock, goes; the second takes over.
-        first.kill()
         wait_for(lambda: len(receiver.accepted_ids()) == 2, "the second deliverer to take over")
+        assert '"delivering"' in second.log_text()
+
+        # Thawed, the first finds its lease gone and delivers nothing more.
+        first.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: "lease lost" in first.log_text(), "the first to notice")
+        identify(client, {"email": "c@x.io"})
+        wait_for(lambda: len(receiver.accepted_ids()) == 3, "the third event")
+        assert first.kill(signal.SIGTERM) == 0
         assert second.kill(signal.SIGTERM) == 0
+    finally:
+        for deliverer in (first, second):
+            if deliverer and deliverer.process.poll() is None:
+                deliverer.kill()
+        receiver.close()
+    assert receiver.accepted == [[1], [2], [3]]
+
+
+def test_a_stopped_deliverer_hands_its_subscriber_over_at_once(db, database_url, subscribers):
+    receiver = Receiver()
+    first = DelivererProcess(database_url, receiver.url)
+    try:
+        first.wait_until_active()
+        assert lease_holder(db) is not None
+        assert first.kill(signal.SIGTERM) == 0
+        assert lease_holder(db) is None  # released: a successor need not wait for the expiry
     finally:
         if first.process.poll() is None:
             first.kill()
-        if second and second.process.poll() is None:
-            second.kill()
         receiver.close()
-    assert receiver.accepted == [[1], [2]]
+
+
+def lease_holder(db, name: str = "default") -> str | None:
+    with db.cursor() as cur:
+        cur.execute("SELECT leaseHolder FROM webhook_subscriber WHERE name = %s", (name,))
+        return cur.fetchone()[0]
 
 
 def test_a_deliverer_stops_gracefully_and_resumes_from_its_cursor(
@@ -363,6 +389,15 @@ def test_the_deliverer_refuses_to_start_without_its_settings(runner, monkeypatch
     monkeypatch.delenv("WEBHOOK_URL", raising=False)
     result = runner.invoke(args=["deliver"])
     assert result.exit_code == 2 and "WEBHOOK_URL" in result.output
+
+
+def test_the_lease_must_outlast_a_post():
+    settings = {"WEBHOOK_URL": "http://127.0.0.1:9/", "WEBHOOK_SECRET": SECRET}
+    assert WebhookConfig.from_environment(settings).lease_s == 30
+    assert WebhookConfig.from_environment({**settings, "WEBHOOK_TIMEOUT_S": "20"}).lease_s == 60
+    too_short = {**settings, "WEBHOOK_LEASE_S": "2", "WEBHOOK_TIMEOUT_S": "1"}
+    with pytest.raises(ConfigError, match="WEBHOOK_LEASE_S"):
+        WebhookConfig.from_environment(too_short)
 
 
 def test_a_batch_signed_for_one_subscriber_does_not_verify_at_another(client, db, database_url):

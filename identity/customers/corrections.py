@@ -1,10 +1,16 @@
 """SPEC §9: support corrects the data. Detach a value from a customer; erase a customer.
 
 Both run as one write transaction under the same locks as /identify's writes (see
-repository.BEGIN_AND_LOCK): the value's advisory lock (detach), then the customer's root;
+repository.LOCK_ALL): the value's advisory lock (detach), then the customer's root;
 then the customer is read again and must still have that root, or the unit starts again
 (CustomerChanged, retried by db.run_unit like any conflict). So a concurrent /identify
 either runs wholly before or wholly after a correction.
+
+Both are safe to run twice. When the connection is lost after the COMMIT was sent, the
+service cannot know whether it went through, and runs the correction again with the same
+request id. A second run that finds nothing to do (the value gone: 409; the row erased:
+404) first looks for the events of its own request id: if the first run committed, it
+answers as that run would have.
 """
 
 from dataclasses import dataclass
@@ -32,10 +38,16 @@ def detach(
     again by §5's rule; the resulting customers, oldest primary first."""
     email, phone_number = (value, None) if kind == "email" else (None, value)
     value_keys = repository.value_lock_keys(email, phone_number)
-    customer, group = _lock_customer(conn, contact_id, value_keys)
-    holding = [row for row in customer.rows if _holds(row, kind, value)]
-    if not holding:
-        raise ValueNotInCustomer()
+    try:
+        customer, group = _lock_customer(conn, contact_id, value_keys)
+        holding = [row for row in customer.rows if _holds(row, kind, value)]
+        if not holding:
+            raise ValueNotInCustomer()
+    except (NotFound, ValueNotInCustomer):
+        done = _detached_by(conn, request_id, kind, value)
+        if done is None:
+            raise
+        return done
 
     remaining = [
         _without(row, kind, value)
@@ -62,10 +74,32 @@ def detach(
 
 def erase(conn, contact_id: int, request_id: str | None) -> Erased:
     """Erase the customer of contact_id: its values everywhere, its rows soft-deleted."""
-    customer, _ = _lock_customer(conn, contact_id, [])
+    try:
+        customer, _ = _lock_customer(conn, contact_id, [])
+    except NotFound:
+        done = request_id and repository.erased_by_request(conn, request_id, contact_id)
+        if not done:
+            raise
+        return Erased(*done)
     row_ids = sorted(row.id for row in customer.rows)
     repository.erase_and_commit(conn, row_ids, customer.primary.id, request_id)
     return Erased(customer.primary.id, row_ids)
+
+
+def _detached_by(conn, request_id: str | None, kind: str, value: str) -> list[Customer] | None:
+    """The customers an earlier run of this request's detach left, as they are now
+    (oldest primary first); None when this request detached nothing."""
+    if request_id is None:
+        return None
+    primary_ids = repository.detached_by_request(conn, request_id, kind, value)
+    if not primary_ids:
+        return None
+    found: dict[int, linking.LinkedCustomer] = {}
+    for primary_id in primary_ids:
+        for customer in linking.customers(repository.find_customer_of_contact(conn, primary_id)):
+            found[customer.primary.id] = customer
+    ordered = sorted(found.values(), key=lambda each: linking.creation_order(each.primary))
+    return [consolidate(customer.rows) for customer in ordered]
 
 
 def _lock_customer(conn, contact_id: int, value_keys: list[int]):

@@ -58,6 +58,17 @@ def customer_by_values(conn, email: str | None, phone_number: str | None) -> Cus
     return consolidate(touched[0].rows)
 
 
+def first_row_holding(conn, email: str | None, phone_number: str | None) -> ContactRow:
+    """The oldest live row that holds the e-mail or the phone number: the row a search
+    for that value leads to (the support console)."""
+    for row in repository.find_customer(conn, email, phone_number):
+        if (email is not None and row.email == email) or (
+            phone_number is not None and row.phone_number == phone_number
+        ):
+            return row
+    raise NotFound()
+
+
 def _customer_of_contact(rows: list[ContactRow], contact_id: int) -> list:
     """The rows of the customer that contact_id belongs to, as SPEC §2 presents them."""
     for customer in linking.customers(rows):
@@ -87,6 +98,26 @@ def history(conn, contact_id: int) -> History:
         consolidate(customer).primary_contact_id,
         [Event(*event) for event in events if event[4] in ids],
     )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    events: list[Event]  # newest first
+    offset: int  # newer events before this page
+    size: int  # events in the whole history
+    merges: list[tuple[int, int]]  # (demoted primary, the primary it joined), oldest first
+
+
+def customer_with_history_page(
+    conn, contact_id: int, offset: int, limit: int
+) -> tuple[list[ContactRow], HistoryPage]:
+    """The rows of the customer of contact_id, oldest first, and `limit` events of its
+    history from `offset` on, newest first, in one snapshot: a customer of thousands of
+    rows is shown a page at a time (the support console)."""
+    rows, events, size, merges = repository.customer_with_history_page(
+        conn, contact_id, _customer_of_contact, offset, limit
+    )
+    return rows, HistoryPage([Event(*event) for event in events], offset, size, merges)
 
 
 def customer_rows(conn, contact_id: int) -> list[ContactRow]:

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 import email_validator
+import phonenumbers
 from marshmallow import ValidationError
 
 from .blocklist import Blocks
@@ -69,9 +70,13 @@ def _normalised_email(email: str) -> str:
     return address.normalized.lower()
 
 
-def normalise_phone_number(value, blocklist: Blocks) -> str | Blocked | None:
+def normalise_phone_number(
+    value, blocklist: Blocks, region: str | None = None
+) -> str | Blocked | None:
     """SPEC §4 for a phone number: a string or a non-negative integer, separators removed;
-    blank means absent. The one copy of the rule (see normalise_email)."""
+    blank means absent. With region (PHONE_REGION), a number of that region's plan, or an
+    international one, becomes E.164 (to_e164). The one copy of the rule (see
+    normalise_email): requests, look-ups, detach, the console's search and the import."""
     # bool is a subclass of int: true must not become the phone number "1".
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -90,7 +95,60 @@ def normalise_phone_number(value, blocklist: Blocks) -> str | Blocked | None:
             "must be 1 to 15 digits, optionally after a leading +, "
             "with only spaces, hyphens, dashes, dots and parentheses between them"
         )
-    return phone_number
+    if region is None:
+        return phone_number
+    e164 = to_e164(phone_number, region)
+    # A list's digit patterns were written for the digits as typed: both forms are checked.
+    if e164 != phone_number and blocklist.blocks_phone_number(e164, e164):
+        return Blocked(e164)
+    return e164
+
+
+def to_e164(phone_number: str, region: str) -> str:
+    """The E.164 form (+447700900123) of separator-free digits when they are a number of
+    `region`'s plan, or an international number written with + or 00; else unchanged.
+
+    Bare digits are read as libphonenumber reads them for the region: a leading national
+    prefix is dropped (07700900123), and digits that start with the region's country code
+    and fit its plan without it are international (447700900123 with GB)."""
+    international = phone_number.startswith(("+", "00"))
+    digits = phone_number.removeprefix("+").removeprefix("00")
+    text = "+" + digits if international else phone_number
+    try:
+        number = phonenumbers.parse(text, None if international else region)
+    except phonenumbers.NumberParseException:
+        return phone_number
+    if not international and number.country_code != phonenumbers.country_code_for_region(region):
+        return phone_number
+    if not _fits_plan(number):
+        return phone_number
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _fits_plan(number: phonenumbers.PhoneNumber) -> bool:
+    """A valid number, or one of a full possible length that matches its country's
+    numbering plan. Wider than phonenumbers.is_valid_number on purpose: that one refuses
+    ranges reserved for drama and tests (07700 900xxx) and ranges assigned after the
+    library's release, which would then stay a second spelling of one phone."""
+    if phonenumbers.is_valid_number(number):
+        return True
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:  # too short, or local only
+        return False
+    if number.country_code is None:
+        return False
+    main_region = phonenumbers.region_code_for_country_code(number.country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(main_region)
+    plan = metadata.general_desc if metadata else None
+    if plan is None or plan.national_number_pattern is None:
+        return False
+    national = phonenumbers.national_significant_number(number)
+    return re.fullmatch(plan.national_number_pattern, national) is not None
+
+
+def known_region(region: str) -> bool:
+    """PHONE_REGION must name a region libphonenumber has a plan for (GB, IN, ...)."""
+    return region in phonenumbers.SUPPORTED_REGIONS
 
 
 def check_identifiers(values: dict) -> None:

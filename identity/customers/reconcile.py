@@ -2,7 +2,7 @@
 
 The common checkout brings nothing new; it is answered from one read, outside any
 transaction (a single statement sees one consistent snapshot). Anything else runs as one
-write transaction that first takes the locks described in repository.BEGIN_AND_LOCK,
+write transaction that first takes the locks described in repository.LOCK_ALL,
 reads the customer again under them, decides, writes and commits.
 
 Customers are read as SPEC §2 presents them (linking.customers): orphans of a
@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from identity.database.connections import RetryTransaction
+from identity.database.transaction import RetryTransaction
 
 from . import hubs, linking, repository
 from .linking import LinkedCustomer

@@ -1,11 +1,16 @@
 """Every SQL statement of the service, named and commented.
 
-Functions take the connection first: the caller owns the transaction. Parameters are
-always bound, never formatted into the SQL. Column names are unquoted in the schema, so
+Functions take the connection first. Transactions belong to
+identity/database/transaction.py: the statements here never say BEGIN, COMMIT or ROLLBACK;
+they travel with it in one round trip. Nothing is prepared on the server (a pooler in
+transaction mode would hand a prepared statement's session to someone else). Parameters
+are always bound, never formatted into the SQL. Column names are unquoted in the schema, so
 PostgreSQL spells them in lower case (linkedid, linkprecedence, ...).
 """
 
 import hashlib
+
+from identity.database import transaction
 
 from .model import ContactRow
 
@@ -54,9 +59,9 @@ SELECT DISTINCT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
  ORDER BY createdAt, id
 """
 
-# C for a request's e-mail ($1) and phone number ($2): `matched` is M of SPEC §5, the
-# live rows with either value (`= NULL` is never true, so an absent value matches
-# nothing); two partial-index scans. Prepared once per connection (PREPARED_STATEMENTS).
+# C for a request's e-mail and phone number: `matched` is M of SPEC §5, the live rows
+# with either value (`= NULL` is never true, so an absent value matches nothing); two
+# partial-index scans.
 RESOLVE_CUSTOMER = (
     """
 WITH RECURSIVE
@@ -64,7 +69,7 @@ matched AS (
     SELECT id, linkedId
       FROM contact
      WHERE deletedAt IS NULL
-       AND (email = $1 OR phoneNumber = $2)
+       AND (email = %(email)s OR phoneNumber = %(phone_number)s)
 ),
 """
     + _CUSTOMER_OF_MATCHED
@@ -81,15 +86,8 @@ matched AS (
     + _CUSTOMER_OF_MATCHED
 )
 
-# Statements run at almost every request, prepared on a connection's first use (db.get_db).
-PREPARED_STATEMENTS = {
-    "resolve_customer": ("text", "text", RESOLVE_CUSTOMER),
-}
-
-EXECUTE_RESOLVE_CUSTOMER = "EXECUTE resolve_customer(%(email)s, %(phone_number)s)"
-
-# Starts the write transaction and takes, in one fixed global order, every lock the
-# write needs (see docs/write-path.md):
+# Takes, as the first statements of the write transaction, in one fixed global order,
+# every lock the write needs (see docs/write-path.md):
 #   1. one transaction-scoped advisory lock per request value, in key order: a writer
 #      that may store a value holds that value's lock, so no two writers can both see a
 #      value as new. The keys are 64-bit hashes computed in Python (value_lock_keys):
@@ -118,9 +116,8 @@ SELECT pg_advisory_xact_lock(%(space)s, root_id)
   FROM (SELECT DISTINCT root_id FROM unnest(%(root_ids)s::integer[]) AS root_id
          ORDER BY root_id) AS roots
 """
-BEGIN_AND_LOCK = ";".join(
+LOCK_ALL = ";".join(
     [
-        "BEGIN",
         LOCK_VALUE_KEYS,
         LOCK_ROOTS,
         "SELECT lockKey FROM blocked_value WHERE lockKey = ANY(%(value_keys)s::bigint[])",
@@ -272,11 +269,41 @@ SELECT %(request_id)s, 'customer_erased', %(primary_id)s, %(primary_id)s,
   FROM erased
 """
 
-# The row this session inserted last (see write_and_commit). currval() is volatile: as a
-# scalar subquery it is evaluated once, so the look-up stays a primary-key index scan
-# instead of calling it for every row of the table.
+# SPEC §9, a correction run again after its COMMIT's answer was lost: what this request id
+# already did, found through the partial index of sql/012_correction_requests.sql.
+#   DETACHED_BY_REQUEST  the customer's primary at the time of the detach of the value, and
+#                        the primaries of the customers it split into; nothing when this
+#                        request detached nothing.
+#   ERASED_BY_REQUEST    the erased customer's primary and rows, when this request erased
+#                        the customer of the row.
+DETACHED_BY_REQUEST = """
+WITH detached AS (
+    SELECT primaryId
+      FROM contact_event
+     WHERE requestId = %(request_id)s AND kind = 'value_detached'
+       AND (CASE WHEN %(kind)s = 'email' THEN email ELSE phoneNumber END) = %(value)s
+)
+SELECT primaryId FROM detached
+UNION
+SELECT contactId
+  FROM contact_event
+ WHERE requestId = %(request_id)s AND kind = 'customer_split' AND EXISTS (SELECT FROM detached)
+"""
+ERASED_BY_REQUEST = """
+SELECT contactId, repointedIds
+  FROM contact_event
+ WHERE requestId = %(request_id)s AND kind = 'customer_erased'
+   AND %(contact_id)s = ANY(repointedIds)
+"""
+
+# The id and createdAt of the row this session inserted last (see write_and_commit); its
+# values are the request's. Read after the COMMIT, when a correction waiting for the
+# write's locks may already have changed the row: an erase would show it emptied, so only
+# what no correction changes is read. currval() is volatile: as a scalar subquery it is
+# evaluated once, so the look-up stays a primary-key index scan instead of calling it for
+# every row of the table.
 SELECT_INSERTED_CONTACT = """
-SELECT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
+SELECT id, createdAt
   FROM contact
  WHERE id = (SELECT currval(pg_get_serial_sequence('contact', 'id')))
 """
@@ -362,6 +389,25 @@ SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber
  ORDER BY id
 """
 
+# One page of a customer's history, newest first (the support console pages a customer
+# of thousands of rows), the number of its events, and its merges (primary_demoted:
+# the console's graph draws each). row_ids: the customer's rows.
+CUSTOMER_HISTORY_PAGE = """
+SELECT id, occurredAt, requestId, kind, contactId, primaryId, email, phoneNumber, repointedIds,
+       valueKind
+  FROM contact_event
+ WHERE contactId = ANY(%(row_ids)s)
+ ORDER BY id DESC
+ LIMIT %(limit)s OFFSET %(offset)s
+"""
+CUSTOMER_HISTORY_SIZE = "SELECT count(*) FROM contact_event WHERE contactId = ANY(%(row_ids)s)"
+CUSTOMER_MERGES = """
+SELECT contactId, primaryId
+  FROM contact_event
+ WHERE contactId = ANY(%(row_ids)s) AND kind = 'primary_demoted'
+ ORDER BY id
+"""
+
 
 def value_lock_keys(email: str | None, phone_number: str | None) -> list[int]:
     """The advisory-lock keys of a request's values: 64-bit BLAKE2b hashes, sorted."""
@@ -373,16 +419,10 @@ def value_lock_keys(email: str | None, phone_number: str | None) -> list[int]:
     return sorted(keys)
 
 
-def prepare_statements(conn) -> None:
-    with conn.cursor() as cur:
-        for name, (*types, sql) in PREPARED_STATEMENTS.items():
-            cur.execute(f"PREPARE {name} ({', '.join(types)}) AS {sql}")
-
-
 def find_customer(conn, email: str | None, phone_number: str | None) -> list[ContactRow]:
     """The customer C of the given values, oldest row first; [] when nothing matches."""
     with conn.cursor() as cur:
-        cur.execute(EXECUTE_RESOLVE_CUSTOMER, {"email": email, "phone_number": phone_number})
+        transaction.execute(cur, RESOLVE_CUSTOMER, {"email": email, "phone_number": phone_number})
         return [ContactRow(*row) for row in cur]
 
 
@@ -403,29 +443,25 @@ def begin_locked(
     re-read, so that a lock timeout never logs the request's values. Raises ValueBlocked,
     after a rollback, when one of the values is on the stored blocklist."""
     if lock_all(conn, value_lock_keys(email, phone_number), root_ids):
-        rollback(conn)
+        with conn.cursor() as cur:
+            transaction.rollback(cur)
         raise ValueBlocked()
     return find_customer(conn, email, phone_number)
 
 
 def lock_all(conn, value_keys: list[int], root_ids: list[int]) -> list[int]:
-    """BEGIN and take the value locks, then the root locks (BEGIN_AND_LOCK); the keys
-    among value_keys that are on the stored blocklist."""
+    """BEGIN and take the value locks, then the root locks (LOCK_ALL); the keys among
+    value_keys that are on the stored blocklist."""
     params = {"value_keys": value_keys, "space": ROOT_LOCK_SPACE, "root_ids": sorted(root_ids)}
     with conn.cursor() as cur:
-        cur.execute(BEGIN_AND_LOCK, params)
+        transaction.begin(cur, LOCK_ALL, params)
         return [key for (key,) in cur.fetchall()]
-
-
-def rollback(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute("ROLLBACK")
 
 
 def find_customer_of_contact(conn, contact_id: int) -> list[ContactRow]:
     """The customer of one live row, oldest row first; [] for an unknown or deleted row."""
     with conn.cursor() as cur:
-        cur.execute(RESOLVE_CUSTOMER_OF_CONTACT, {"contact_id": contact_id})
+        transaction.execute(cur, RESOLVE_CUSTOMER_OF_CONTACT, {"contact_id": contact_id})
         return [ContactRow(*row) for row in cur]
 
 
@@ -437,23 +473,20 @@ def write_and_commit(
     linked_id: int | None,
     insert: bool,
 ) -> ContactRow | None:
-    """The write's statements and COMMIT, in one round trip; the new row, if any.
+    """The write's statements and the COMMIT, in one round trip; the new row, if any.
 
     request: the checkout's email, phone_number and request_id. relinks: {row id: new
     linkedId} for RELINK_ROWS (orphans stored as SPEC §2 presents them), applied first.
     demotion: survivor_id and loser_ids for DEMOTE_PRIMARIES, or None. insert: whether
-    to INSERT_CONTACT a row linked to linked_id. The new row is read back after the
-    COMMIT through currval, which stays set in this session. (The connection is in
-    autocommit mode and the transaction began with an explicit BEGIN, so psycopg2's
-    conn.commit() would do nothing: the COMMIT is ours to send.)"""
+    to INSERT_CONTACT a row linked to linked_id. The new row's id and createdAt are read
+    back after the COMMIT (SELECT_INSERTED_CONTACT), in the same round trip and so on the
+    same server session (a pooler switches sessions only between round trips), through
+    currval; its values are the request's, as they were when the write committed."""
     statements = (
         ([RELINK_ROWS] if relinks else [])
         + ([DEMOTE_PRIMARIES] if demotion else [])
         + ([INSERT_CONTACT] if insert else [])
     )
-    statements.append("COMMIT")
-    if insert:
-        statements.append(SELECT_INSERTED_CONTACT)
     params = {
         **request,
         **(demotion or {}),
@@ -461,8 +494,15 @@ def write_and_commit(
         "linked_id": linked_id,
     }
     with conn.cursor() as cur:
-        cur.execute(";".join(statements), params)
-        return ContactRow(*cur.fetchone()) if insert else None
+        transaction.commit(
+            cur, ";".join(statements), params, then=SELECT_INSERTED_CONTACT if insert else None
+        )
+        if not insert:
+            return None
+        row_id, created_at = cur.fetchone()
+    precedence = "primary" if linked_id is None else "secondary"
+    email, phone_number = request["email"], request["phone_number"]
+    return ContactRow(row_id, email, phone_number, linked_id, precedence, created_at)
 
 
 def record_suspected_hubs(
@@ -481,7 +521,7 @@ def record_suspected_hubs(
         "block": block,
     }
     with conn.cursor() as cur:
-        cur.execute(RECORD_SUSPECTED_HUBS, params)
+        transaction.execute(cur, RECORD_SUSPECTED_HUBS, params)
         written = cur.fetchall()
     return (
         {kind for what, kind in written if what == "recorded"},
@@ -490,7 +530,7 @@ def record_suspected_hubs(
 
 
 def _lock_key(kind: str, value: str) -> int:
-    """The advisory-lock key of one value, as BEGIN_AND_LOCK takes it."""
+    """The advisory-lock key of one value, as LOCK_ALL takes it."""
     email, phone_number = (value, None) if kind == "email" else (None, value)
     return value_lock_keys(email, phone_number)[0]
 
@@ -499,7 +539,7 @@ def unresolved_hubs(conn) -> list[tuple]:
     """(kind, value, contactId, primaryContactId, partners, since) of every unresolved hub,
     newest first."""
     with conn.cursor() as cur:
-        cur.execute(UNRESOLVED_HUBS)
+        transaction.execute(cur, UNRESOLVED_HUBS)
         return cur.fetchall()
 
 
@@ -513,15 +553,45 @@ def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list
     A read-only REPEATABLE READ transaction: both statements see the same committed
     state, so a merge that commits in between shows in both or in neither."""
     with conn.cursor() as cur:
-        cur.execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" + RESOLVE_CUSTOMER_OF_CONTACT,
+        transaction.begin(
+            cur,
+            RESOLVE_CUSTOMER_OF_CONTACT,
             {"contact_id": contact_id},
+            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
         )
         rows = [ContactRow(*row) for row in cur]
         cur.execute(CUSTOMER_HISTORY, {"row_ids": [row.id for row in rows]})
         events = cur.fetchall()
-        cur.execute("COMMIT")
+        transaction.commit(cur)
         return rows, events
+
+
+def customer_with_history_page(
+    conn, contact_id: int, customer_of, offset: int, limit: int
+) -> tuple[list[ContactRow], list[tuple], int, list[tuple[int, int]]]:
+    """The rows of a row's customer, one page of its history (newest first), the number
+    of its events and its merges, in one read-only snapshot (see customer_with_history).
+
+    customer_of(rows, contact_id) picks the customer's rows among the stored groups."""
+    with conn.cursor() as cur:
+        transaction.begin(
+            cur,
+            RESOLVE_CUSTOMER_OF_CONTACT,
+            {"contact_id": contact_id},
+            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        try:
+            rows = customer_of([ContactRow(*row) for row in cur], contact_id)
+            params = {"row_ids": [row.id for row in rows], "offset": offset, "limit": limit}
+            cur.execute(CUSTOMER_HISTORY_PAGE, params)
+            events = cur.fetchall()
+            cur.execute(CUSTOMER_HISTORY_SIZE, params)
+            (size,) = cur.fetchone()
+            cur.execute(CUSTOMER_MERGES, params)
+            merges = cur.fetchall()
+        finally:
+            transaction.commit(cur)  # read only: ends the snapshot, also after NotFound
+        return rows, events, size, merges
 
 
 def detach_and_commit(
@@ -535,25 +605,42 @@ def detach_and_commit(
         [BLOCK_VALUE] if block else []
     ) + [RESOLVE_HUB]
     with conn.cursor() as cur:
-        cur.execute(";".join([*statements, "COMMIT"]), {**detach, **_relink_params(relinks)})
+        transaction.commit(cur, ";".join(statements), {**detach, **_relink_params(relinks)})
 
 
 def erase_and_commit(conn, row_ids: list[int], primary_id: int, request_id: str | None) -> None:
     """FORGET_ERASED_VALUES, ERASE_CUSTOMER and COMMIT: one round trip."""
     params = {"row_ids": row_ids, "primary_id": primary_id, "request_id": request_id}
     with conn.cursor() as cur:
-        cur.execute(FORGET_ERASED_VALUES + ";" + ERASE_CUSTOMER + ";COMMIT", params)
+        transaction.commit(cur, FORGET_ERASED_VALUES + ";" + ERASE_CUSTOMER, params)
+
+
+def detached_by_request(conn, request_id: str, kind: str, value: str) -> list[int]:
+    """DETACHED_BY_REQUEST: primaries whose customers this request's detach left."""
+    params = {"request_id": request_id, "kind": kind, "value": value}
+    with conn.cursor() as cur:
+        transaction.execute(cur, DETACHED_BY_REQUEST, params)
+        return [primary_id for (primary_id,) in cur]
+
+
+def erased_by_request(conn, request_id: str, contact_id: int) -> tuple[int, list[int]] | None:
+    """ERASED_BY_REQUEST: (primary id, row ids), or None."""
+    with conn.cursor() as cur:
+        transaction.execute(
+            cur, ERASED_BY_REQUEST, {"request_id": request_id, "contact_id": contact_id}
+        )
+        return cur.fetchone()
 
 
 def blocked_values(conn) -> list[tuple[str, str]]:
     """The stored blocklist: (kind, value) pairs."""
     with conn.cursor() as cur:
-        cur.execute(BLOCKED_VALUES)
+        transaction.execute(cur, BLOCKED_VALUES)
         return cur.fetchall()
 
 
 def schema_present(conn) -> bool:
     """True when the contact table exists (the readiness probe's one round trip)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('contact') IS NOT NULL")
+        transaction.execute(cur, "SELECT to_regclass('contact') IS NOT NULL")
         return cur.fetchone()[0]

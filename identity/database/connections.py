@@ -1,20 +1,22 @@
 """Connections: one pool per app, one connection per request, one deadline per request.
 
 The pool is created on first use, so the service starts while the database is down and
-recovers by itself when it comes back. Connections run in autocommit mode: a read-only
-request is one statement and one round trip; writes open their transaction explicitly
-(repository.begin_locked). A broken connection is discarded, never handed out again; a
-connection goes back to the pool only outside any transaction.
+recovers by itself when it comes back. Connections run in autocommit mode and carry no
+session state, so PgBouncer in transaction mode may sit in between: a read-only request
+is one round trip; writes open their transaction explicitly, always through
+identity/database/transaction.py. A broken connection is discarded, never handed out
+again; a connection goes back to the pool only outside any transaction.
 
 Every request has one deadline (REQUEST_DEADLINE_S) for everything it does with the
 database: waiting for a pooled connection, connecting, lock waits, statements, retries.
-The pool's watchdog enforces it on the client side (identity/database/pool.py); on the server side
-each attempt's statement_timeout and lock_timeout end it a safety margin before the
-deadline, so that the database's own answer ("lock timeout") arrives in time to say why.
+The pool's watchdog enforces it on the client side (identity/database/pool.py); on the
+server side each attempt's statement_timeout and lock_timeout, set for its transaction
+only, end it a safety margin before the deadline, so that the database's own answer
+("lock timeout") arrives in time to say why.
 """
 
 import math
-import random
+import re
 import threading
 import time
 
@@ -22,18 +24,21 @@ import psycopg2
 from flask import Flask, current_app, g
 from psycopg2 import errors, extensions
 
+from . import transaction
 from .pool import ConnectTimeout, NoFreeConnection, Pool, ServiceConnection
+from .transaction import ConnectionLost, GaveUp, Limits
 
-# Conflicts between concurrent writers that PostgreSQL resolves by aborting one of them.
-# The unit is retried from its start, never a single statement.
-_CONFLICTS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
+# A node that cannot take our writes: a standby (a connection that landed on one, or a
+# node demoted under it) or a server starting up, as during a failover. The connection is
+# thrown away and the request answered 503 with Retry-After at once: a new connection, on
+# the next request, finds the node that now accepts writes (libpq's
+# target_session_attrs=read-write picks it among several hosts).
+WRONG_NODE = (errors.ReadOnlySqlTransaction, errors.CannotConnectNow)
 
-# Session settings of one attempt, sent only when the remaining budget calls for other
-# values than the connection has (late retries) or a late retry left them tightened.
-SET_ATTEMPT_TIMEOUTS = """
-SELECT set_config('statement_timeout', %(statement_ms)s, false),
-       set_config('lock_timeout', %(lock_ms)s, false)
-"""
+# The server ended the connection (shutting down, crashed, or the backend terminated):
+# the connection is thrown away and the unit runs again on a new one while the deadline
+# allows; if none can be made, the request gets its 503.
+SERVER_ENDED = (errors.AdminShutdown, errors.CrashShutdown)
 
 
 class DatabaseUnavailable(Exception):
@@ -77,8 +82,12 @@ class SchemaMissing(DatabaseUnavailable):
     message = "the database has no contact table: run make db-init"
 
 
-class RetryTransaction(Exception):
-    """Raised by a unit of work that must be rolled back and run again."""
+class DatabaseSwitching(DatabaseUnavailable):
+    """The connection is on a node that cannot take writes now: a standby, or a server
+    shutting down or starting up (a failover in progress)."""
+
+    code = "database_switching"
+    message = "the database is switching over to another server; retry shortly"
 
 
 def connect_timeout_s(deadline_s: float) -> int:
@@ -93,54 +102,77 @@ def safety_margin_s(deadline_s: float) -> float:
     return min(1.0, max(0.1, deadline_s / 5))
 
 
-def _session_timeouts(config, remaining_s: float) -> tuple[int, int]:
-    """statement_timeout and lock_timeout (ms) for an attempt with remaining_s left.
+def attempt_limits(config, remaining_s: float) -> Limits:
+    """statement_timeout and lock_timeout for an attempt with remaining_s left.
 
     A lock wait ends a whole margin before the deadline, a statement half a margin
     before it: a statement stuck on a lock is reported as the lock timeout it is."""
     margin_s = safety_margin_s(config["REQUEST_DEADLINE_S"])
     statement_ms = int((remaining_s - margin_s / 2) * 1000)
     lock_ms = int((remaining_s - margin_s) * 1000)
-    return (
-        max(1, min(config["STATEMENT_TIMEOUT_MS"], statement_ms)),
-        max(1, min(config["LOCK_TIMEOUT_MS"], lock_ms)),
+    return Limits(
+        statement_ms=max(1, min(config["STATEMENT_TIMEOUT_MS"], statement_ms)),
+        lock_ms=max(1, min(config["LOCK_TIMEOUT_MS"], lock_ms)),
+        idle_ms=math.ceil(config["REQUEST_DEADLINE_S"] * 1000),
     )
 
 
-def connection_parameters(config) -> dict:
-    """libpq parameters of every service connection."""
-    deadline_s = config["REQUEST_DEADLINE_S"]
-    statement_ms, lock_ms = _session_timeouts(config, deadline_s)
-    settings = {
-        "statement_timeout": statement_ms,
-        "lock_timeout": lock_ms,
-        # A transaction of ours idle this long belongs to a frozen or cut-off process:
-        # end it, so that its locks do not stall every other writer.
-        "idle_in_transaction_session_timeout": math.ceil(deadline_s * 1000),
-        # The customer query is cheap per row but the planner's cost for a customer of
-        # thousands of rows passes jit_above_cost: compiling it took 170 ms per request,
-        # with the write's locks held. Nothing this service runs gains from JIT.
-        "jit": "off",
-        # Prepared statements are parsed once but planned at every execution with the
-        # actual values. A generic plan cached while the table was young keeps scanning
-        # every row as the table grows, until the next ANALYZE (measured: 10 ms per
-        # look-up at 7,500 rows instead of 0.1 ms).
-        "plan_cache_mode": "force_custom_plan",
-    }
+def keepalive_parameters(deadline_s: float) -> dict:
+    """libpq parameters (never startup options, which poolers refuse) of every
+    long-lived connection: the service's pool, the deliverer's, the import's. A peer that
+    vanished (a host down, a dropped network path, a failover) is noticed on an idle
+    connection by keepalives, and on a busy one by tcp_user_timeout, within about
+    deadline_s + 3 s instead of the kernel's 2 hours or 15 minutes."""
     return {
-        "options": " ".join(f"-c {name}={value}" for name, value in settings.items()),
-        "application_name": "identity",
-        # libpq's own bound on a connection attempt; the request stops waiting at its
-        # deadline, this frees the connecting thread.
-        "connect_timeout": connect_timeout_s(deadline_s),
-        # A peer that vanished (a host down, a dropped network path) is noticed on an idle
-        # pooled connection by keepalives, and on a busy one by tcp_user_timeout.
         "keepalives": 1,
         "keepalives_idle": max(1, math.ceil(deadline_s)),
         "keepalives_interval": 1,
         "keepalives_count": 3,
         "tcp_user_timeout": math.ceil(deadline_s * 1000),
     }
+
+
+def connection_parameters(config) -> dict:
+    """libpq parameters of every service connection. No `options`: what the service
+    needs of the server is set per transaction (identity/database/transaction.py)."""
+    deadline_s = config["REQUEST_DEADLINE_S"]
+    return {
+        "application_name": "identity",
+        # libpq's own bound on a connection attempt; the request stops waiting at its
+        # deadline, this frees the connecting thread.
+        "connect_timeout": connect_timeout_s(deadline_s),
+        **keepalive_parameters(deadline_s),
+    }
+
+
+def connect(config, application_name: str, limits: Limits) -> transaction.Connection:
+    """A connection of its own for a long-lived process (the deliverer, the import), with
+    the service's keepalives; limits apply to each of its transactions."""
+    deadline_s = config["REQUEST_DEADLINE_S"]
+    conn = psycopg2.connect(
+        config["DATABASE_URL"],
+        connection_factory=transaction.Connection,
+        application_name=application_name,
+        connect_timeout=connect_timeout_s(deadline_s),
+        **keepalive_parameters(deadline_s),
+    )
+    conn.autocommit = True  # transactions are opened explicitly (transaction.begin)
+    conn.limits = limits
+    return conn
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a connection failed, for the log: libpq's words on one line (refused, timeout,
+    authentication, "could not make a writable connection", "server closed the
+    connection", ...), without the user and database names they may quote. libpq never
+    quotes a password, and connection errors never carry request data; but a URL it
+    cannot read is quoted in pieces, which may be the password: then nothing quoted is
+    kept."""
+    text = " ".join(str(error).split())
+    text = re.sub(r'(user|database|role) "[^"]*"', r'\1 "…"', text)
+    if "invalid" in text or "missing" in text:
+        text = re.sub(r'"[^"]*"', '"…"', text)
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 _pool_lock = threading.Lock()
@@ -162,14 +194,7 @@ def _create_pool(config, metrics) -> Pool:
     if not config["DATABASE_URL"]:
         raise DatabaseUnreachable("DATABASE_URL is not set")
     dsn = extensions.make_dsn(config["DATABASE_URL"], **connection_parameters(config))
-    timeouts = _session_timeouts(config, config["REQUEST_DEADLINE_S"])
-
-    def connect() -> ServiceConnection:
-        conn = ServiceConnection(dsn)
-        conn.timeouts = timeouts
-        return conn
-
-    return Pool(connect, config["POOL_SIZE"], metrics.pool_waiting)
+    return Pool(lambda: ServiceConnection(dsn), config["POOL_SIZE"], metrics.pool_waiting)
 
 
 def request_deadline() -> float:
@@ -193,24 +218,13 @@ def get_db():
         except ConnectTimeout:
             raise DatabaseNotAnswering("connecting did not finish before the deadline") from None
         except (psycopg2.Error, OSError) as error:
-            raise DatabaseUnreachable(f"connecting failed: {type(error).__name__}") from None
+            raise DatabaseUnreachable(f"connecting failed: {failure_reason(error)}") from None
         current_app.extensions["identity_metrics"].connections_in_use.inc()
         g.db = conn
-        if not conn.statements_prepared:
-            _prepare(conn)
+        if conn.info.parameter_status("in_hot_standby") == "on":
+            _discard_db()
+            raise DatabaseSwitching("the connection is on a standby (in_hot_standby)")
     return g.db
-
-
-def _prepare(conn) -> None:
-    """Runs the statements' preparation that create_app registered (init_app)."""
-    try:
-        current_app.extensions["identity_prepare_statements"](conn)
-    except errors.UndefinedTable:
-        raise SchemaMissing("no contact table") from None
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-        _discard_db()
-        raise _failure(conn, error, "preparing statements") from None
-    conn.statements_prepared = True
 
 
 def _failure(conn, error: Exception, doing: str) -> DatabaseUnavailable:
@@ -225,12 +239,12 @@ def release_db(_exception=None) -> None:
     conn = g.pop("db", None)
     if conn is None:
         return
-    if not conn.closed and conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+    if not conn.closed and transaction.in_transaction(conn):
         try:
-            conn.cursor().execute("ROLLBACK")
+            transaction.rollback(conn.cursor())
         except psycopg2.Error:
             pass
-    broken = conn.closed or conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE
+    broken = conn.closed or transaction.in_transaction(conn)
     _give_back(conn, broken=bool(broken))
 
 
@@ -245,68 +259,70 @@ def _give_back(conn, broken: bool) -> None:
     current_app.extensions["identity_metrics"].connections_in_use.dec()
 
 
-def _rollback_quietly(conn) -> None:
+def _rollback_quietly() -> None:
+    conn = g.get("db")
+    if conn is None:
+        return
     try:
-        conn.cursor().execute("ROLLBACK")
+        transaction.rollback(conn.cursor())
     except psycopg2.Error:
         _discard_db()
 
 
-def _fit_timeouts(conn, remaining_s: float) -> None:
-    """Make the attempt's statements and lock waits end in time on the server's clock.
-
-    One extra round trip, only when the wanted values differ from the connection's by
-    more than a quarter of the safety margin: a late retry, or the first request after
-    one."""
-    config = current_app.config
-    wanted = _session_timeouts(config, remaining_s)
-    tolerance_ms = safety_margin_s(config["REQUEST_DEADLINE_S"]) * 1000 / 4
-    if all(
-        abs(have - want) <= tolerance_ms for have, want in zip(conn.timeouts, wanted, strict=True)
-    ):
-        return
-    with conn.cursor() as cur:
-        settings = {"statement_ms": str(wanted[0]), "lock_ms": str(wanted[1])}
-        cur.execute(SET_ATTEMPT_TIMEOUTS, settings)
-    conn.timeouts = wanted
-
-
 def run_unit(work):
-    """Run work(conn) to completion within the request's deadline, retrying it whole.
+    """Run work(conn) to completion within the request's deadline, retrying it whole
+    (transaction.run: the one retry policy).
 
     Conflicts (serialization failure, deadlock, lock timeout, RetryTransaction) are
     retried after a short random pause, up to RETRY_BUDGET times. A connection that the
     database dropped (a restart, say) is replaced and the unit run again: every unit of
-    this service may safely run twice, since a repeated checkout changes nothing. When
-    the deadline comes first, the 503 says why: locks (after conflicts), no answer, or
-    no connection.
+    this service may safely run twice, even after a COMMIT whose answer was lost
+    (transaction.py says why). A connection on a node that cannot take writes (a standby:
+    WRONG_NODE) is thrown away and the request answered 503.
+    When the deadline comes first, the 503 says why: locks (after conflicts), no answer,
+    or no connection. Each attempt's limits come from the time it has left.
     """
     config = current_app.config
     expires = request_deadline()
     margin_s = safety_margin_s(config["REQUEST_DEADLINE_S"])
-    conflicts = 0
-    for attempt in range(config["RETRY_BUDGET"] + 1):
+    retries = current_app.extensions["identity_metrics"].retries
+
+    def attempt():
         conn = get_db()
-        remaining_s = expires - time.monotonic()
-        if remaining_s <= margin_s:
-            break
+        conn.limits = attempt_limits(config, expires - time.monotonic())
         try:
-            _fit_timeouts(conn, remaining_s)
             return work(conn)
-        except (*_CONFLICTS, RetryTransaction) as conflict:
-            conflicts += 1
-            _rollback_quietly(conn)
-            current_app.extensions["identity_metrics"].retries.labels(type(conflict).__name__).inc()
-            time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+        except transaction.RETRYABLE:
+            raise  # lock timeouts are OperationalErrors too: the policy retries them
+        except WRONG_NODE as error:
+            _discard_db()
+            raise DatabaseSwitching(f"{type(error).__name__} while running a statement") from None
+        except errors.UndefinedTable:
+            raise SchemaMissing("no contact table") from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            if conn.cut_by_watchdog or not conn.closed:  # too late, or a statement timeout
+            ended = conn.closed or isinstance(error, SERVER_ENDED)
+            if conn.cut_by_watchdog or not ended:  # too late, or a statement timeout
                 failure = _failure(conn, error, "running a statement")
                 _discard_db()
                 raise failure from None
             _discard_db()  # dropped by the server: run again on a new connection
-    if conflicts:
-        raise LockTimeout(f"{conflicts} conflicting attempts, none finished before the deadline")
-    raise DatabaseNotAnswering("no time left for another attempt")
+            raise ConnectionLost() from None
+
+    try:
+        return transaction.run(
+            attempt,
+            budget=config["RETRY_BUDGET"],
+            rollback=_rollback_quietly,
+            pause_cap_s=0.1,
+            time_left=lambda: expires - time.monotonic() > margin_s,
+            on_conflict=lambda conflict: retries.labels(type(conflict).__name__).inc(),
+        )
+    except GaveUp as gave_up:
+        if gave_up.conflicts:
+            raise LockTimeout(
+                f"{gave_up.conflicts} conflicting attempts, none finished before the deadline"
+            ) from None
+        raise DatabaseNotAnswering("no time left for another attempt") from None
 
 
 def close_pool(app: Flask) -> None:
@@ -315,8 +331,6 @@ def close_pool(app: Flask) -> None:
         pool.close()
 
 
-def init_app(app: Flask, prepare_statements) -> None:
-    """prepare_statements(conn) runs once on every new connection, before its first use."""
-    app.extensions["identity_prepare_statements"] = prepare_statements
+def init_app(app: Flask) -> None:
     app.before_request(_start_deadline)
     app.teardown_appcontext(release_db)

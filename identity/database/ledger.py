@@ -1,8 +1,11 @@
-"""The migration ledger's SQL: which files of sql/ a database has applied (migrations.py)."""
+"""The migration ledger's SQL: which files of sql/ a database has applied (migrations.py).
 
-# One key for every migration run: concurrent runs wait for each other. A session lock,
-# since every migration commits on its own.
-LOCK_MIGRATIONS = "SELECT pg_advisory_lock(hashtextextended('identity schema migrations', 0))"
+Functions take a cursor inside the migration's transaction."""
+
+# One key for every migration run: concurrent runs take turns, one migration at a time.
+# A transaction lock, released at the migration's commit: a session lock would outlive
+# the run on a pooler's server connection.
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(hashtextextended('identity schema migrations', 0))"
 
 CREATE_MIGRATION_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migration (
@@ -17,23 +20,15 @@ APPLIED_MIGRATIONS = "SELECT name, checksum FROM schema_migration"
 RECORD_MIGRATION = "INSERT INTO schema_migration (name, checksum) VALUES (%(name)s, %(checksum)s)"
 
 
-def lock_migrations(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(LOCK_MIGRATIONS)
+def create_migration_ledger(cur) -> None:
+    cur.execute(CREATE_MIGRATION_LEDGER)
 
 
-def create_migration_ledger(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(CREATE_MIGRATION_LEDGER)
-
-
-def applied_migrations(conn) -> dict[str, str]:
+def applied_migrations(cur) -> dict[str, str]:
     """name -> checksum of every migration the database has applied."""
-    with conn.cursor() as cur:
-        cur.execute(APPLIED_MIGRATIONS)
-        return dict(cur.fetchall())
+    cur.execute(APPLIED_MIGRATIONS)
+    return dict(cur.fetchall())
 
 
-def record_migration(conn, name: str, checksum: str) -> None:
-    with conn.cursor() as cur:
-        cur.execute(RECORD_MIGRATION, {"name": name, "checksum": checksum})
+def record_migration(cur, name: str, checksum: str) -> None:
+    cur.execute(RECORD_MIGRATION, {"name": name, "checksum": checksum})

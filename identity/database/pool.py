@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from psycopg2 import extensions
+from .transaction import Connection
 
 
 class NoFreeConnection(Exception):
@@ -36,8 +36,8 @@ class ConnectTimeout(Exception):
     """A new connection was not ready by the deadline."""
 
 
-class ServiceConnection(extensions.connection):
-    """An autocommit connection that knows its prepared statements and session timeouts.
+class ServiceConnection(Connection):
+    """An autocommit connection that carries its attempt's limits (transaction.Limits).
 
     It keeps a duplicate of its socket's descriptor so that the watchdog can shut the
     socket down from another thread: the duplicate stays valid even if libpq closes its
@@ -46,8 +46,6 @@ class ServiceConnection(extensions.connection):
     def __init__(self, dsn, *args, **kwargs):
         super().__init__(dsn, *args, **kwargs)
         self.autocommit = True
-        self.statements_prepared = False
-        self.timeouts: tuple[int, int] | None = None  # (statement_timeout, lock_timeout) in ms
         self.cut_by_watchdog = False
         self._guard = socket.socket(fileno=os.dup(self.fileno()))
 

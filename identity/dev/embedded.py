@@ -10,8 +10,14 @@ Safe on a machine shared with other users:
 - The server asks for a password (SCRAM-SHA-256). The secret is generated at the
   cluster's creation and kept in `<folder>/password`, mode 0600, owned by us.
 - The folder given (or a temporary one) is ours; the cluster lives in `<folder>/data`,
-  owned by the server's account (`nobody` when we are root). We open no file inside that
-  folder: the server's log is `<folder>/server.log`, opened without following links.
+  mode 0700, owned by the server's account: ourselves, or as root an account of the
+  server's own (`identity-pg`, created when missing; EMBEDDED_PG_USER names another),
+  never a shared one such as `nobody`. We open no file inside that folder: the server's
+  log is `<folder>/server.log`, opened without following links.
+- The server's access rules are `<folder>/pg_hba.conf`, written by us at each start and
+  named on its command line: the server's account cannot change who may connect.
+- While a launcher serves a kept folder, `<folder>/running` holds the port: a second
+  launcher on that folder (`make import` beside `make run`) uses that server.
 - When the server's account cannot reach the binaries, they are copied to a cache under
   the temporary folder that belongs to us and that nobody else can write; its ownership
   and modes are checked before it is trusted, and an untrusted one is never used.
@@ -50,6 +56,13 @@ STOP_TIMEOUT_SECONDS = 30
 CLUSTER = "data"  # the server's own folder, inside ours
 PASSWORD_FILE = "password"
 LOG_FILE = "server.log"
+# The running server's port, while a launcher serves it: other launchers use that server.
+RUNNING_FILE = "running"
+# As root: the server's account, and its access rules, kept where that account cannot write.
+ACCOUNT_VARIABLE = "EMBEDDED_PG_USER"
+DEFAULT_ACCOUNT = "identity-pg"
+SHARED_ACCOUNTS = ("nobody", "daemon", "root")
+HBA_FILE = "pg_hba.conf"
 
 # Runs the server's binaries: drops root if asked (argv[1:3]: uid and gid, or "-"), asks
 # the kernel to send SIGINT (fast shutdown) when the parent dies, then becomes the binary.
@@ -65,6 +78,13 @@ _AS_SERVER_ACCOUNT = (
     "    os.setuid(int(sys.argv[1]))\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG\n"
     "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+# The server's access rules (pg_hba.conf), each ending in scram-sha-256: no trust, ever.
+_ACCESS_RULES = (
+    "local\tall\tall\t",
+    "host\tall\tall\t127.0.0.1/32",
+    "host\tall\tall\t::1/128",
 )
 
 # Throwaway test clusters trade durability for speed; a kept cluster keeps the defaults.
@@ -100,13 +120,26 @@ def free_port() -> int:
 
 
 class _Account:
-    """Who runs the server: ourselves, or `nobody` when we are root (postgres refuses root)."""
+    """Who runs the server: ourselves, or, when we are root (postgres refuses root), an
+    account of its own: $EMBEDDED_PG_USER, by default `identity-pg`, created when missing.
+    Never a shared account such as `nobody`: whoever else runs as it could read the data."""
 
     def __init__(self):
         self.drop_root = os.geteuid() == 0
-        entry = pwd.getpwnam("nobody") if self.drop_root else None
+        entry = _server_account() if self.drop_root else None
+        self.name = entry.pw_name if entry else pwd.getpwuid(os.geteuid()).pw_name
         self.uid = entry.pw_uid if entry else os.geteuid()
         self.gid = entry.pw_gid if entry else os.getegid()
+
+    def adopt(self, data_dir: Path) -> None:
+        """A cluster another account owns (made as `nobody` by an older launcher) becomes
+        the server account's; links are changed themselves, never followed."""
+        if not self.drop_root or os.lstat(data_dir).st_uid == self.uid:
+            return
+        for folder, subfolders, files in os.walk(data_dir):
+            for name in (*subfolders, *files):
+                self.own(Path(folder) / name)
+        self.own(data_dir)
 
     def own(self, path: Path) -> None:
         if self.drop_root:
@@ -131,6 +164,43 @@ class _Account:
         return result.returncode == 0
 
 
+def _server_account() -> pwd.struct_passwd:
+    """The account the server runs as when we are root; created when missing."""
+    name = os.environ.get(ACCOUNT_VARIABLE) or DEFAULT_ACCOUNT
+    if name in SHARED_ACCOUNTS:
+        raise EmbeddedPostgresError(
+            f"{ACCOUNT_VARIABLE}={name} is shared with other programs: name an account "
+            "of the server's own"
+        )
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        entry = _create_account(name)
+    if entry.pw_uid == 0:
+        raise EmbeddedPostgresError(f"{ACCOUNT_VARIABLE}={name} is root; PostgreSQL refuses root")
+    return entry
+
+
+def _create_account(name: str) -> pwd.struct_passwd:
+    """A system account with no home, no shell and no password, in a group of its own."""
+    command = ["useradd", "--system", "--user-group", "--no-create-home",
+               "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        failure = result.stderr.strip() if result.returncode else ""
+    except OSError as error:
+        failure = str(error)
+    try:
+        return pwd.getpwnam(name)  # made now, or by a launcher that ran at the same time
+    except KeyError:
+        raise EmbeddedPostgresError(
+            f"as root the server runs as its own account, and {name!r} could not be "
+            f"created ({failure or 'useradd failed'}): create it "
+            f"(useradd --system --user-group {name}), or name another with "
+            f"{ACCOUNT_VARIABLE}=..., or run as an ordinary user"
+        ) from None
+
+
 def _trusted(folder: Path) -> bool:
     """True when folder and everything in it is ours and nobody else may change it."""
     me = os.geteuid()
@@ -147,7 +217,7 @@ def _trusted(folder: Path) -> bool:
 
 
 def _reachable_bin_dir(account: _Account) -> Path:
-    """The binaries, copied to a world-readable cache when `nobody` cannot reach them.
+    """The binaries, copied to a world-readable cache when the server's account cannot reach them.
 
     The copy keeps the wheel's layout three levels up (the binaries find the wheel's
     bundled libraries through the relative rpath $ORIGIN/../../../<package>.libs). The
@@ -205,6 +275,7 @@ class EmbeddedPostgres:
         self._bin_dir = _reachable_bin_dir(self._account)
         self._process: subprocess.Popen | None = None
         self._password: str | None = None
+        self.attached = False  # serving through another launcher's server
 
     @property
     def url(self) -> str:
@@ -217,16 +288,38 @@ class EmbeddedPostgres:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def attach(self) -> bool:
+        """True when another launcher already serves this folder (`make run`, say): its
+        server, found by the port it recorded and proven by our password, is used as it is
+        and left running when we end."""
+        running = self.folder / RUNNING_FILE
+        if self.throwaway or not running.is_file() or running.is_symlink():
+            return False
+        try:
+            port = int(_read_private(running))
+            self._password = _read_private(self.folder / PASSWORD_FILE)
+            self.port = port
+            self._connect("postgres").close()
+        except (EmbeddedPostgresError, ValueError, psycopg2.Error):
+            return False  # a record left by a launcher that was killed
+        self.attached = True
+        return True
+
     def start(self) -> str:
         self._prepare_folder()
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb()
+        self._account.adopt(self.data_dir)
         self._password = _read_private(self.folder / PASSWORD_FILE)
+        hba_file = self._write_access_rules()
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
             "unix_socket_directories": "",  # TCP only: no socket path length limits
             "max_connections": "200",
+            # Settings given here win over the cluster's files, which the server's
+            # account may change: its access rules are ours, in a file it cannot write.
+            "hba_file": str(hba_file),
             **({} if self.durable else _NON_DURABLE_SETTINGS),
         }
         args = ["-D", str(self.data_dir)]
@@ -249,12 +342,31 @@ class EmbeddedPostgres:
             os.close(log)
         self._wait_until_ready(self._process)
         self._create_database()
+        self._record_running()
         return self.url
+
+    def _write_access_rules(self) -> Path:
+        """pg_hba.conf in our folder: a password for every connection, whatever the server's
+        account writes into the cluster's own copy."""
+        path = self.folder / HBA_FILE
+        rules = "".join(f"{rule}\tscram-sha-256\n" for rule in _ACCESS_RULES)
+        fd = _open_private(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w") as file:
+            file.write(rules)
+            os.fchmod(file.fileno(), 0o644)  # read by the server's account, written by us only
+        return path
+
+    def _record_running(self) -> None:
+        running = self.folder / RUNNING_FILE
+        running.unlink(missing_ok=True)  # a record left by a launcher that was killed
+        _write_private(running, str(self.port))
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit.
 
         The data stays: start() again serves it on the same port."""
+        if self._process and not self.throwaway:
+            (self.folder / RUNNING_FILE).unlink(missing_ok=True)
         if self._process and self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)
             try:
@@ -282,7 +394,7 @@ class EmbeddedPostgres:
         if (self.folder / "PG_VERSION").exists():
             raise EmbeddedPostgresError(
                 f"{self.folder} holds a cluster of an older layout (no password): "
-                "remove it (make clean) and start again"
+                "remove it (make clean-data) and start again"
             )
         # The server's account must pass through to its cluster; nobody may list ours.
         self.folder.chmod(0o711 if self._account.drop_root else 0o700)
@@ -374,7 +486,9 @@ def _open_private(path: Path, flags: int, owner: "_Account | None" = None) -> in
     """Open or create a file of ours, mode 0600, never through a symbolic link."""
     fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     info = os.fstat(fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022 or (
+        flags & os.O_ACCMODE == os.O_RDONLY and info.st_mode & 0o077
+    ):
         os.close(fd)
         raise EmbeddedPostgresError(f"{path} is not a private file of ours")
     if owner is not None:
@@ -412,12 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         server = EmbeddedPostgres(args.data, port=args.port)
-        server.start()
+        if not server.attach():
+            server.start()
     except EmbeddedPostgresError as error:
         print(f"embedded PostgreSQL: {error}", file=sys.stderr)
         return 1
+    how = "already running (left running)" if server.attached else "ready"
     print(
-        f"embedded PostgreSQL ready on 127.0.0.1:{server.port} "
+        f"embedded PostgreSQL {how} on 127.0.0.1:{server.port} "
         f"in {time.monotonic() - started:.2f} s (data: {server.folder})",
         file=sys.stderr,
     )

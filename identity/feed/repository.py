@@ -1,11 +1,14 @@
 """Every SQL statement of the change feed and the webhook deliverer, named and commented.
 
-Functions take the connection first, as in repository.py. The feed reads contact_event
+Functions take the connection first, as in repository.py, and send their statements
+through identity/database/transaction.py. The feed reads contact_event
 but never its email and phoneNumber columns: no statement here names them.
 """
 
 from datetime import datetime
 from typing import NamedTuple
+
+from identity.database import transaction
 
 from .kinds import FEED_SOURCE_KINDS
 
@@ -36,10 +39,10 @@ class SubscriberStats(NamedTuple):
 # its events are all visible now, and any event that commits later carries a txid at or
 # above it: greater than every position this page can hand out. The row comparison and
 # the ORDER BY follow the index contact_event_feed_order, so a page is one range scan.
-# The ORDER BY names the table: a bare `txid` would be the text column of the SELECT list,
-# and sort 1000 before 999.
+# The ORDER BY names the table's xid8 column, which sorts by number: the text form the
+# driver reads (position_txid) would sort 1000 before 999 and lose events for good.
 READ_EVENTS = """
-SELECT txid::text, id, kind, occurredAt, contactId, primaryId, valueKind
+SELECT txid::text AS position_txid, id, kind, occurredAt, contactId, primaryId, valueKind
   FROM contact_event
  WHERE (txid, id) > (%(txid)s::xid8, %(event_id)s)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())
@@ -100,20 +103,20 @@ SELECT s.name, s.deliveredEvents, s.failedAttempts,
 def read_events(conn, txid: int, event_id: int, limit: int) -> list[EventRow]:
     params = {"txid": str(txid), "event_id": event_id, "kinds": FEED_SOURCE_KINDS, "limit": limit}
     with conn.cursor() as cur:
-        cur.execute(READ_EVENTS, params)
+        transaction.execute(cur, READ_EVENTS, params)
         return [EventRow(int(row[0]), *row[1:]) for row in cur]
 
 
 def ensure_subscriber(conn, name: str) -> int:
     with conn.cursor() as cur:
-        cur.execute(ENSURE_SUBSCRIBER, {"name": name})
+        transaction.execute(cur, ENSURE_SUBSCRIBER, {"name": name})
         return cur.fetchone()[0]
 
 
 def read_cursor(conn, subscriber_id: int) -> tuple[int, int]:
     """(txid, event id) of the last event the subscriber acknowledged."""
     with conn.cursor() as cur:
-        cur.execute(READ_CURSOR, {"subscriber_id": subscriber_id})
+        transaction.execute(cur, READ_CURSOR, {"subscriber_id": subscriber_id})
         txid, event_id = cur.fetchone()
         return int(txid), event_id
 
@@ -127,15 +130,15 @@ def try_lock_subscriber(conn, subscriber_id: int) -> bool:
 def advance_cursor(conn, subscriber_id: int, txid: int, event_id: int, count: int) -> None:
     params = {"subscriber_id": subscriber_id, "txid": str(txid), "event_id": event_id}
     with conn.cursor() as cur:
-        cur.execute(ADVANCE_CURSOR, {**params, "count": count})
+        transaction.execute(cur, ADVANCE_CURSOR, {**params, "count": count})
 
 
 def record_failure(conn, subscriber_id: int) -> None:
     with conn.cursor() as cur:
-        cur.execute(RECORD_FAILURE, {"subscriber_id": subscriber_id})
+        transaction.execute(cur, RECORD_FAILURE, {"subscriber_id": subscriber_id})
 
 
 def subscriber_stats(conn) -> list[SubscriberStats]:
     with conn.cursor() as cur:
-        cur.execute(SUBSCRIBER_STATS, {"kinds": FEED_SOURCE_KINDS})
+        transaction.execute(cur, SUBSCRIBER_STATS, {"kinds": FEED_SOURCE_KINDS})
         return [SubscriberStats(*row) for row in cur]

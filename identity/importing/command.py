@@ -27,7 +27,8 @@ import psycopg2
 
 from identity.customers import repository as service_repository
 from identity.customers.blocklist import StoredBlocklist
-from identity.database.connections import connect_timeout_s
+from identity.database import connections
+from identity.database.transaction import Limits
 
 from . import repository
 from .loader import BatchFailed, Loader
@@ -69,7 +70,8 @@ def run_import(
         source.close()
         if isinstance(error, psycopg2.errors.UndefinedTable):
             return _fail(_NO_SCHEMA)
-        return _fail("cannot reach the database (DATABASE_URL)")
+        reason = connections.failure_reason(error)
+        return _fail(f"cannot reach the database (DATABASE_URL): {reason}")
     try:
         with open_rejects(rejects_path) as rejects:
             return _Import(
@@ -121,14 +123,8 @@ def open_rejects(path: str) -> IO[str]:
 
 
 def _connect(config):
-    conn = psycopg2.connect(
-        config["DATABASE_URL"],
-        connect_timeout=connect_timeout_s(config["REQUEST_DEADLINE_S"]),
-        options=f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
-        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']}",
-        application_name="identity-import",
-    )
-    conn.autocommit = True  # transactions are opened explicitly, as by /identify
+    limits = Limits(config["STATEMENT_TIMEOUT_MS"], config["LOCK_TIMEOUT_MS"], idle_ms=0)
+    conn = connections.connect(config, "identity-import", limits)
     try:
         with conn.cursor() as cur:
             repository.estimated_rows(cur)  # the schema is there
@@ -168,7 +164,9 @@ class _Import:
             refresh_s=math.inf,
         )
         blocklist.refresh_now()
-        self.validator = OrderValidator(blocklist, default_time=datetime.now(UTC))
+        self.validator = OrderValidator(
+            blocklist, default_time=datetime.now(UTC), phone_region=settings["PHONE_REGION"]
+        )
         self.loader = Loader(
             conn, f"import-{uuid.uuid4().hex[:12]}", settings["RETRY_BUDGET"]
         )

@@ -29,6 +29,7 @@ from typing import NamedTuple
 from identity.customers.linking import creation_order, relink
 from identity.customers.model import ContactRow
 from identity.customers.reconcile import Outcome, brings_new_value, outcome_of
+from identity.database.transaction import RetryTransaction
 
 from .orders import Order
 
@@ -166,7 +167,7 @@ class BatchLinker:
         return BatchPlan(self._new_rows, links, demoted, self._outcomes, relinks)
 
 
-class OrphansChanged(Exception):
+class OrphansChanged(RetryTransaction):
     """A value's orphan row was not among the orphans read after it: a writer relinked
     them in between. The batch starts again."""
 

@@ -17,25 +17,15 @@ on can change before it commits; a checkout touching the same values waits for t
 batch (a few hundred milliseconds at most), then sees its rows.
 """
 
-import random
-import time
 from operator import attrgetter
 
 import psycopg2
-from psycopg2 import errors
+
+from identity.database import transaction
 
 from . import repository
-from .linker import BatchLinker, BatchPlan, OrphansChanged, Owner
+from .linker import BatchLinker, BatchPlan, Owner
 from .orders import Order
-
-# What PostgreSQL resolves by aborting one transaction: the batch starts again.
-_CONFLICTS = (
-    errors.SerializationFailure,
-    errors.DeadlockDetected,
-    errors.LockNotAvailable,
-    errors.QueryCanceled,
-)
-
 
 # New rows before the first ANALYZE of an import (see Loader._keep_statistics).
 ANALYZE_AFTER_ROWS = 2000
@@ -45,8 +35,8 @@ class BatchFailed(Exception):
     """The batch could not commit within its retry budget (the import stops, exit 2)."""
 
 
-class _PrimariesChanged(Exception):
-    pass
+class _PrimariesChanged(transaction.RetryTransaction):
+    """A checkout committed between the batch's read and its primary locks."""
 
 
 class Loader:
@@ -65,16 +55,17 @@ class Loader:
         phone_numbers = sorted(
             {order.phone_number for order in orders if order.phone_number is not None}
         )
-        for attempt in range(self.retry_budget + 1):
-            try:
-                plan = self._attempt(orders, emails, phone_numbers)
-            except (*_CONFLICTS, _PrimariesChanged, OrphansChanged):
-                self._rollback()
-                time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
-                continue
-            self._keep_statistics(len(plan.new_rows))
-            return plan
-        raise BatchFailed()
+        try:
+            plan = transaction.run(
+                lambda: self._attempt(orders, emails, phone_numbers),
+                budget=self.retry_budget,
+                rollback=self._rollback,
+                pause_cap_s=1.0,
+            )
+        except transaction.GaveUp:
+            raise BatchFailed() from None
+        self._keep_statistics(len(plan.new_rows))
+        return plan
 
     def _attempt(self, orders, emails, phone_numbers) -> BatchPlan:
         with self.conn.cursor() as cur:
@@ -82,7 +73,7 @@ class Loader:
             orphans = _orphans(cur, owners)
             plan = _link(owners, orphans, orders)
             if plan.changes_nothing:
-                repository.rollback(cur)  # nothing to write; releases the value locks
+                transaction.rollback(cur)  # nothing to write; releases the value locks
                 return plan
             roots = sorted({owner.root_id for owner in owners})
             again = repository.lock_primaries(cur, emails, phone_numbers, roots)
@@ -144,7 +135,7 @@ class Loader:
     def _rollback(self) -> None:
         try:
             with self.conn.cursor() as cur:
-                repository.rollback(cur)
+                transaction.rollback(cur)
         except psycopg2.Error:
             pass  # a broken connection: the next statement says so
 

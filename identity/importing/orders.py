@@ -9,7 +9,7 @@ POST /identify would answer with.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from marshmallow import ValidationError
 
@@ -41,12 +41,14 @@ class Order:
 
 
 class OrderValidator:
-    def __init__(self, blocklist, default_time: datetime):
-        """default_time stands in for a missing createdAt (the time of the import)."""
+    def __init__(self, blocklist, default_time: datetime, phone_region: str | None = None):
+        """default_time stands in for a missing createdAt (the time of the import);
+        phone_region is PHONE_REGION, as for POST /identify."""
         self.default_time = default_time
         self._email = lru_cache(CACHE_SIZE, typed=True)(_outcome_of(normalise_email, blocklist))
+        normalise_phone = partial(normalise_phone_number, region=phone_region)
         self._phone_number = lru_cache(CACHE_SIZE, typed=True)(
-            _outcome_of(normalise_phone_number, blocklist)
+            _outcome_of(normalise_phone, blocklist)
         )
 
     def validate(self, raw: RawOrder) -> Order | Reject:

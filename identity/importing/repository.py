@@ -10,6 +10,7 @@ from datetime import datetime
 
 from identity.customers import repository as service
 from identity.customers.model import ContactRow
+from identity.database import transaction
 
 from .linker import Owner
 
@@ -153,11 +154,11 @@ def _copy_data(rows: list[tuple]) -> io.StringIO:
 
 
 def analyze(cur) -> None:
-    cur.execute(ANALYZE_CONTACTS)
+    transaction.execute(cur, ANALYZE_CONTACTS)
 
 
 def estimated_rows(cur) -> int:
-    cur.execute(ESTIMATED_ROWS)
+    transaction.execute(cur, ESTIMATED_ROWS)
     return max(0, cur.fetchone()[0])
 
 
@@ -169,7 +170,7 @@ def begin_and_lock_values(cur, emails: list[str], phone_numbers: list[str]) -> l
         *(key for phone in phone_numbers for key in service.value_lock_keys(None, phone)),
     ]
     params = {"value_keys": keys, "emails": emails, "phone_numbers": phone_numbers}
-    cur.execute(";".join(["BEGIN", service.LOCK_VALUE_KEYS, VALUE_OWNERS]), params)
+    transaction.begin(cur, ";".join([service.LOCK_VALUE_KEYS, VALUE_OWNERS]), params)
     return [Owner(*row) for row in cur]
 
 
@@ -185,12 +186,12 @@ def lock_primaries(
         "emails": emails,
         "phone_numbers": phone_numbers,
     }
-    cur.execute(";".join([service.LOCK_ROOTS, VALUE_OWNERS]), params)
+    transaction.execute(cur, ";".join([service.LOCK_ROOTS, VALUE_OWNERS]), params)
     return [Owner(*row) for row in cur]
 
 
 def orphan_rows(cur, root_ids: list[int]) -> list[ContactRow]:
-    cur.execute(ORPHAN_ROWS, {"root_ids": root_ids})
+    transaction.execute(cur, ORPHAN_ROWS, {"root_ids": root_ids})
     return [ContactRow(*row) for row in cur]
 
 
@@ -202,11 +203,11 @@ def relink_orphans(cur, relinks: dict[int, int | None], request_id: str) -> None
         "relinked_to": list(relinks.values()),
         "request_id": request_id,
     }
-    cur.execute(service.RELINK_ROWS, params)
+    transaction.execute(cur, service.RELINK_ROWS, params)
 
 
 def reserve_ids(cur, count: int) -> list[int]:
-    cur.execute(RESERVE_IDS, {"count": count})
+    transaction.execute(cur, RESERVE_IDS, {"count": count})
     return sorted(row[0] for row in cur)
 
 
@@ -217,7 +218,7 @@ def copy_contacts(cur, rows: list[tuple]) -> None:
 
 def record_and_commit(cur, new_ids: list[int], demotions: list[tuple], request_id: str) -> None:
     """RECORD_NEW_ROWS, DEMOTE_PRIMARIES_BATCH for (loser_id, survivor_id, email,
-    phone_number) tuples, then COMMIT: one round trip."""
+    phone_number) tuples, then the COMMIT: one round trip."""
     statements = [RECORD_NEW_ROWS] if new_ids else []
     params = {"request_id": request_id, "new_ids": new_ids}
     if demotions:
@@ -229,9 +230,4 @@ def record_and_commit(cur, new_ids: list[int], demotions: list[tuple], request_i
             emails=emails,
             phone_numbers=phone_numbers,
         )
-    statements.append("COMMIT")
-    cur.execute(";".join(statements), params)
-
-
-def rollback(cur) -> None:
-    cur.execute("ROLLBACK")
+    transaction.commit(cur, ";".join(statements), params)

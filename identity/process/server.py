@@ -45,6 +45,9 @@ LINGER_MAX_S = 30
 _LINGER_READ_BYTES = 65536
 # The supervisor passes the listening socket's file descriptor in this variable.
 LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
+# ...and a file whose modification time the main loop renews every second: a worker
+# whose loop stops (frozen, stuck) stops renewing it, and the supervisor replaces it.
+HEARTBEAT_FILE_VARIABLE = "IDENTITY_HEARTBEAT_FILE"
 logger = logging.getLogger(__name__)
 client_log = logging.getLogger("identity.client")
 
@@ -285,6 +288,7 @@ class _Server(TcpWSGIServer):
     channel_class = _Channel
     request_timeout_s = 15
     draining = False  # set on SIGTERM: answers close their connections from then on
+    heartbeat_file: str | None = None
 
     def add_task(self, channel):
         if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
@@ -310,6 +314,8 @@ class _Server(TcpWSGIServer):
                 channel.will_close = True  # the loop closes it: handle_write, handle_close
             elif channel.request is not None and channel.request_began < cutoff:
                 channel.will_close = True
+        if self.heartbeat_file:  # waitress runs this pass every second, busy or idle
+            os.utime(self.heartbeat_file)
 
 
 def _log_client_addresses(app: Flask) -> None:
@@ -342,6 +348,7 @@ def create_server(app: Flask, sock: socket.socket) -> _Server:
     )
     server.request_timeout_s = app.config["REQUEST_TIMEOUT_S"]
     server.long_polls = _LongPollThreads(app.config["LONG_POLLS"])
+    server.heartbeat_file = os.environ.get(HEARTBEAT_FILE_VARIABLE)
     server.answers = answers  # what the drain waits for
     return server
 

@@ -7,10 +7,16 @@ connection to one worker's queue as it arrives, and connections queued at a work
 dies or drains are reset; the shared queue survives any worker, so a replacement or a
 sibling picks them up. The port also stays open while a worker restarts.
 
-It restarts a worker that dies (logged, counted in identity_worker_restarts_total) and,
+It restarts a worker that dies (logged, counted in identity_worker_restarts_total), kills
+a worker whose main loop has not renewed its heartbeat file for WORKER_TIMEOUT_S (frozen,
+stuck: logged, counted in identity_worker_hangs_total) so that it is restarted too, and,
 on SIGTERM, closes its copy of the socket and passes SIGTERM to every worker, which then
 drains as described in server.py; it exits once all have, 0 if every worker did. SIGINT
-(Ctrl-C) stops every worker at once.
+(Ctrl-C) stops every worker at once and always ends with status 0. Workers run in a
+session of their own, so the terminal's Ctrl-C reaches only the supervisor.
+
+Before any worker starts, every setting is read and checked (identity/config.py) and the
+port is opened: a bad value or a busy port ends the start with one line and status 2.
 
 Workers are started as fresh interpreters (`identity.process.server.main`), not forked: the
 metrics folder must be in the environment before prometheus-client is imported, and a
@@ -18,6 +24,7 @@ fresh process inherits no threads or locks from this one.
 """
 
 import ctypes
+import errno
 import logging
 import os
 import resource
@@ -36,7 +43,7 @@ from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
-from .server import LISTEN_FD_VARIABLE, check_waitress_version
+from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE, check_waitress_version
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -46,12 +53,28 @@ _STOP_TIMEOUT_S = 60  # for all workers together; above a worker's drain timeout
 # A worker that dies sooner than this after its start is restarted after a growing pause,
 # so that a worker that cannot start (a bad setting, say) does not spin the CPU.
 _STABLE_AFTER_S = 10
+# A worker may take this long from its start to its first heartbeat (WORKER_TIMEOUT_S
+# when that is longer): imports and the app's creation come first.
+_START_TIMEOUT_S = 60
 _MAX_RESTART_PAUSE_S = 10
+# A worker: a Ctrl-C passed on while it is still starting is a clean stop, not a traceback.
+_WORKER = (
+    "import signal, sys\n"
+    "try:\n"
+    "    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
+    "    from identity.process.server import main\n"
+    "    main()\n"
+    "except KeyboardInterrupt:\n"
+    "    sys.exit(0)\n"
+)
 
 
-def _die_with_parent() -> None:
-    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies."""
+def _prepare_worker() -> None:
+    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies,
+    and SIGINT held back (the mask survives exec) until _WORKER's code can catch it: a
+    Ctrl-C while the interpreter starts would otherwise end it with a traceback."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
 def raise_file_limit() -> None:
@@ -61,41 +84,77 @@ def raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class StartError(Exception):
+    """The server cannot start (a bad setting, a busy port): one line for the operator."""
+
+
 def listening_socket(settings: dict) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        settings["HOST"], settings["PORT"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    where = f"{settings['HOST']}:{settings['PORT']}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings["HOST"], settings["PORT"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise StartError(
+            f"HOST={settings['HOST']!r} is not an address to listen on: {error.strerror}"
+        ) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(settings["LISTEN_BACKLOG"])
+    try:
+        sock.bind(address)
+        sock.listen(settings["LISTEN_BACKLOG"])
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"port {settings['PORT']} is busy: another program listens on {where} (set PORT)"
+            ) from None
+        raise StartError(f"cannot listen on {where}: {error.strerror}") from None
     sock.set_inheritable(True)
     return sock
 
 
 class _Slot:
-    """One worker position: its current process and when it started."""
+    """One worker position: its current process, when it started, and its heartbeat file
+    with the last modification time seen there and when (monotonic) it was seen."""
 
-    def __init__(self):
+    def __init__(self, heartbeat: str):
         self.process: subprocess.Popen | None = None
         self.started = 0.0
         self.restart_pause = 0.0
         self.restart_at = 0.0
+        self.heartbeat = heartbeat
+        self.last_beat = 0
+        self.beat_seen_at = 0.0
+        self.serving = False  # renewed the file at least once
 
 
 class Supervisor:
-    def __init__(self, settings: dict, sock: socket.socket, restarts):
-        self.settings, self.sock, self.restarts = settings, sock, restarts
-        self.slots = [_Slot() for _ in range(settings["WORKERS"])]
+    def __init__(self, settings: dict, sock: socket.socket, restarts, hangs, heartbeats: str):
+        self.settings, self.sock, self.restarts, self.hangs = settings, sock, restarts, hangs
+        self.slots = [
+            _Slot(os.path.join(heartbeats, f"worker-{index}"))
+            for index in range(settings["WORKERS"])
+        ]
         self.stopping: int | None = None  # the signal that stops us, once received
 
     def _start(self, slot: _Slot) -> None:
-        env = {**os.environ, LISTEN_FD_VARIABLE: str(self.sock.fileno())}
+        env = {
+            **os.environ,
+            LISTEN_FD_VARIABLE: str(self.sock.fileno()),
+            HEARTBEAT_FILE_VARIABLE: slot.heartbeat,
+        }
+        with open(slot.heartbeat, "w"):
+            pass
+        slot.last_beat, slot.beat_seen_at = os.stat(slot.heartbeat).st_mtime_ns, time.monotonic()
+        slot.serving = False
         slot.process = subprocess.Popen(
-            [sys.executable, "-c", "from identity.process.server import main; main()"],
+            [sys.executable, "-c", _WORKER],
             env=env,
             pass_fds=[self.sock.fileno()],
-            preexec_fn=_die_with_parent,
+            preexec_fn=_prepare_worker,
+            # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
+            start_new_session=True,
         )
         slot.started = time.monotonic()
         logger.info("worker started", extra={"pid": slot.process.pid})
@@ -123,6 +182,25 @@ class Supervisor:
         )
         slot.process, slot.restart_at = None, now + slot.restart_pause
 
+    def _kill_if_hung(self, slot: _Slot) -> None:
+        if slot.process is None or slot.process.poll() is not None:
+            return
+        now = time.monotonic()
+        beat = os.stat(slot.heartbeat).st_mtime_ns
+        if beat != slot.last_beat:
+            slot.last_beat, slot.beat_seen_at, slot.serving = beat, now, True
+            return
+        silent_s = now - slot.beat_seen_at
+        # A worker that has not served yet is still importing and building its app.
+        limit = self.settings["WORKER_TIMEOUT_S"]
+        if silent_s > (limit if slot.serving else max(limit, _START_TIMEOUT_S)):
+            logger.error(
+                "worker stopped answering; killing it to replace it",
+                extra={"pid": slot.process.pid, "silent_s": round(silent_s, 1)},
+            )
+            self.hangs.inc()
+            slot.process.kill()  # even a stopped process dies; the next pass replaces it
+
     @staticmethod
     def _forget(pid: int) -> None:
         # A dead worker's gauges (requests in flight, connections in use) no longer count.
@@ -148,6 +226,7 @@ class Supervisor:
         while self.stopping is None:
             for slot in self.slots:
                 self._replace_if_dead(slot)
+                self._kill_if_hung(slot)
             time.sleep(_POLL_S)
         return self._stop(self.stopping)
 
@@ -174,23 +253,41 @@ class Supervisor:
                 )
                 clean = False
         logger.info("stopped")
-        return 0 if clean else 1
+        # Ctrl-C is how a person stops the server: whatever the workers did, a normal end.
+        return 0 if clean or self.stopping == signal.SIGINT else 1
 
 
 def main() -> int:
+    """Serve until stopped: 0 after SIGTERM's drain or a Ctrl-C; 2, with one line on
+    standard error, when a setting or the port stops the start, before any worker runs."""
+    try:
+        return _serve()
+    except (config.ConfigError, StartError) as error:
+        print(f"identity: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the signal handlers are in place: nothing to stop
+        return 0
+
+
+def _serve() -> int:
     check_waitress_version()
     settings = config.from_environment()
     configure_logging(settings["LOG_LEVEL"])
-    access.log_configuration(settings)
+    try:
+        access.log_configuration(settings)  # checks the tokens
+    except ValueError as error:  # the message names the setting and the token's position
+        raise StartError(str(error)) from None
     raise_file_limit()
-    # A fresh, private folder for the workers' metric files: nothing left from an earlier
-    # run is ever summed in. Set before prometheus-client is imported, here and in workers.
+    sock = listening_socket(settings)
+    # A fresh, private folder for the workers' metric files (and their heartbeat files):
+    # nothing left from an earlier run is ever summed in. Set before prometheus-client is
+    # imported, here and in workers.
     metrics_dir = tempfile.mkdtemp(prefix="identity-metrics-")
     os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
     try:
-        from identity.web.metrics import worker_restarts
+        from identity.web.metrics import worker_hangs, worker_restarts
 
-        sock = listening_socket(settings)
-        return Supervisor(settings, sock, worker_restarts()).run()
+        return Supervisor(settings, sock, worker_restarts(), worker_hangs(), metrics_dir).run()
     finally:
+        sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

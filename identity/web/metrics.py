@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from identity.config import version
+
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_SUM: Final = "livesum"
 
@@ -60,6 +62,18 @@ class WebhookFigures:
             for field, family in families.items():
                 family.add_metric([subscriber.name], getattr(subscriber, field))
         return list(families.values())
+
+
+class BuildInfo:
+    """identity_build_info{version}: always 1, the installed version in its label, so that
+    dashboards and alerts can tell which release answers."""
+
+    def collect(self):
+        info = GaugeMetricFamily(
+            "identity_build_info", "The running release; the value is always 1.", labels=["version"]
+        )
+        info.add_metric([version()], 1)
+        return [info]
 
 
 class Metrics:
@@ -124,6 +138,8 @@ class Metrics:
         pool.set(pool_size)
         self.webhooks = WebhookFigures()
         self.registry.register(self.webhooks)
+        self.build_info = BuildInfo()
+        self.registry.register(self.build_info)
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
@@ -132,8 +148,19 @@ class Metrics:
             merged = CollectorRegistry()
             MultiProcessCollector(merged)
             merged.register(self.webhooks)
+            merged.register(self.build_info)
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def worker_hangs() -> Counter:
+    """The supervisor's count of workers killed because they stopped answering."""
+    values.ValueClass = values.get_value_class()
+    return Counter(
+        "identity_worker_hangs",
+        "Worker processes that stopped answering for WORKER_TIMEOUT_S, killed and replaced.",
+        registry=None,
+    )
 
 
 def worker_restarts() -> Counter:

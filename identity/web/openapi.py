@@ -231,6 +231,19 @@ def _openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^<>]*:)?([^<>:]+)>", r"{\1}", rule)
 
 
+def _operation_ids(app: Flask) -> dict[tuple[str, str], str]:
+    """Each operation's id, from its view's name in camel case (look_up: lookUp), so that
+    generated clients get real method names."""
+    ids = {}
+    for rule in app.url_map.iter_rules():
+        first, *rest = rule.endpoint.rsplit(".", 1)[-1].split("_")
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            ids[(_openapi_path(rule.rule), method.lower())] = first + "".join(
+                word.capitalize() for word in rest
+            )
+    return ids
+
+
 def _route_roles(app: Flask) -> dict[tuple[str, str], str | None]:
     return {
         (_openapi_path(rule.rule), method.lower()): access.declared_role(app, rule.endpoint)
@@ -258,9 +271,10 @@ def document(app: Flask) -> dict:
         }
         for role, setting in access.SETTINGS.items()
     }
-    roles = _route_roles(app)
+    roles, operation_ids = _route_roles(app), _operation_ids(app)
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
+            operation["operationId"] = operation_ids[(path, method)]
             role = roles.get((path, method))
             if role == access.OPEN:
                 operation["security"] = []

@@ -36,10 +36,11 @@ class NormalisedEmail(fields.Field):
 
 
 class NormalisedPhoneNumber(fields.Field):
-    """A string or a non-negative integer; separators removed; blank means absent (SPEC §4)."""
+    """A string or a non-negative integer; separators removed; blank means absent; E.164
+    when PHONE_REGION is set and the number fits a plan (SPEC §4)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        return normalise_phone_number(value, self.parent.blocklist)
+        return normalise_phone_number(value, self.parent.blocklist, self.parent.phone_region)
 
 
 class IdentifyRequest(Schema):
@@ -66,10 +67,13 @@ class IdentifyRequest(Schema):
         },
     )
 
-    def __init__(self, blocklist: Blocks | None = None, **kwargs):
+    def __init__(
+        self, blocklist: Blocks | None = None, phone_region: str | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         # No list blocks nothing; apispec builds the class without one to document it.
         self.blocklist = blocklist or Blocklist({})
+        self.phone_region = phone_region  # PHONE_REGION
 
     @validates_schema
     def at_least_one_identifier(self, data, **kwargs):
@@ -250,6 +254,10 @@ class DetachRequest(Schema):
     )
     blocklist = Blocklist({})  # blocks nothing: the fields above only normalise
 
+    def __init__(self, phone_region: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.phone_region = phone_region  # PHONE_REGION, as for checkouts
+
     @validates_schema
     def exactly_one_value(self, data, **kwargs):
         given = [name for name in ("email", "phone_number") if data.get(name) is not None]
@@ -282,6 +290,5 @@ class EraseResponse(Schema):
     erased = fields.Nested(ErasedCustomer, required=True)
 
 
-detach_request = DetachRequest()
 detach_response = DetachResponse()
 erase_response = EraseResponse()

@@ -38,8 +38,12 @@ class WebhookConfig:
     # Retries wait base * 2^attempt seconds, at most max, half of it random (jitter).
     backoff_base_s: float
     backoff_max_s: float
-    # How often an idle deliverer, or one waiting for the subscriber's lock, looks again.
+    # How often an idle deliverer, or one waiting for the subscriber's lease, looks again.
     poll_interval_s: float
+    # How long a deliverer's right to its subscriber lasts unless renewed: the wait before
+    # another deliverer takes over from one that died. At least 3 x timeout_s, so that a
+    # lease renewed at half-life outlasts the next POST.
+    lease_s: float
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> "WebhookConfig":
@@ -56,13 +60,18 @@ class WebhookConfig:
                 "WEBHOOK_SUBSCRIBER must be 1 to 100 characters of A-Z a-z 0-9 . _ - "
                 "(it is named in every signed batch: see signing.py)"
             )
+        timeout_s = _number(environ, "WEBHOOK_TIMEOUT_S", 10.0)
+        lease_s = _number(environ, "WEBHOOK_LEASE_S", max(30.0, 3 * timeout_s))
+        if lease_s < 3 * timeout_s:
+            raise ConfigError("WEBHOOK_LEASE_S must be at least 3 times WEBHOOK_TIMEOUT_S")
         return cls(
             url=url,
             secret=secret.encode(),
             subscriber=subscriber,
             batch_size=_number(environ, "WEBHOOK_BATCH_SIZE", 100, int, 0, feed.MAX_LIMIT),
-            timeout_s=_number(environ, "WEBHOOK_TIMEOUT_S", 10.0),
+            timeout_s=timeout_s,
             backoff_base_s=_number(environ, "WEBHOOK_BACKOFF_BASE_S", 0.5),
             backoff_max_s=_number(environ, "WEBHOOK_BACKOFF_MAX_S", 60.0),
             poll_interval_s=_number(environ, "WEBHOOK_POLL_S", 0.5),
+            lease_s=lease_s,
         )

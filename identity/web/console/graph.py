@@ -1,15 +1,20 @@
 """The picture of a customer: a node per row, an edge between rows that share a value.
 
 Coordinates are computed here and drawn as inline SVG by the template, so the page needs
-no script. The primary sits in the centre; the other rows fill concentric rings, inner
-rings first, each ring clockwise from the top. They are taken in the order of a walk from
-the primary in which every row comes right after the row it hangs from: neighbours land
-in neighbouring places and most edges stay short. Ring spacing keeps nodes apart whatever
-the size of the customer: a few hundred rows make about ten rings.
+no script. Each node shows its row id in the circle and, under it, its values, shortened
+to LABEL_CHARS so that neighbours' labels never touch: node spacing and ring gap leave
+room for a label's width, so the picture is as legible at 300 rows as at 5 (it grows
+instead, and the page scrolls it). The primary sits in the centre; the other rows fill
+concentric rings, inner rings first, each ring clockwise from the top. They are taken in
+the order of a walk from the primary in which every row comes right after the row it
+hangs from: neighbours land in neighbouring places and most edges stay short. Ring
+spacing keeps nodes apart whatever the size of the customer: 300 rows make ten rings.
 
 A value carried by many rows would draw an edge between every two of them (a phone number
-on 300 rows: 44,850 edges). Each value is drawn instead as a star from the oldest row that
-carries it to every other: as connected, at most two edges per row.
+on 300 rows: 44,850 edges). Each value is drawn instead as a chain through the rows that
+carry it, in the order they are placed: as connected, at most two edges per row and value,
+and each edge joins rows placed side by side where it can (a star from the oldest carrier
+would send long lines across the labels of every row in between).
 
 Rows can belong to one customer without sharing a value: a checkout whose e-mail was known
 to one customer and whose phone number to another merges them without adding a row. The
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 from identity.customers.model import ContactRow
 
 NODE_RADIUS = 15
-NODE_SPACING = 40  # between neighbours on a ring, centre to centre
-RING_GAP = 48  # between rings
-MARGIN = NODE_RADIUS + 8
+LABEL_CHARS = 12  # a shortened value: about 60 picture units at the label's font size
+NODE_SPACING = 88  # between neighbours on a ring, centre to centre: a label and a gap
+RING_GAP = 84  # between rings: the labels of a ring clear the next one's
+MARGIN = NODE_SPACING // 2 + 8
 MIN_DISPLAY_SIZE = 320
 CROWDED_DEGREE = 12  # more edges than this at one row, and they cross other rows
 
@@ -41,6 +47,15 @@ class Node:
     @property
     def label(self) -> str:
         return str(self.row.id)
+
+    @property
+    def value_labels(self) -> list[str]:
+        """The row's e-mail and phone number, each shortened (the full values are in
+        the node's tooltip and in the table)."""
+        labels = [shorten(self.row.email)] if self.row.email else []
+        if self.row.phone_number:
+            labels.append(shorten(self.row.phone_number, keep="end"))
+        return labels
 
 
 @dataclass(frozen=True)
@@ -74,29 +89,30 @@ class Graph:
         return round(max(self.size, min(2 * self.size, MIN_DISPLAY_SIZE)))
 
 
-def merges_of(history) -> list[tuple[int, int]]:
-    """(demoted primary, the primary it joined) for every merge in a customer's history."""
-    return [
-        (event.contact_id, event.primary_id)
-        for event in history.events
-        if event.kind == "primary_demoted"
-    ]
+def shorten(value: str, limit: int = LABEL_CHARS, keep: str = "start") -> str:
+    """The value in at most limit characters, an ellipsis standing for the rest: an
+    e-mail keeps its start (the name), a phone number its end (the country code and
+    area are what numbers of one customer share)."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…" if keep == "start" else "…" + value[1 - limit :]
 
 
 def _links(rows: list[ContactRow], merges) -> dict[tuple[int, int], set[str]]:
     """(row id, row id) → what links them: the kinds of value they share, and "merge".
 
-    Each value is a star from its oldest carrier; merges between rows no longer in the
-    customer are left out."""
-    first_carrier: dict[tuple[str, str], int] = {}
+    Each value is a chain through its carriers in the order of `rows`; merges between
+    rows no longer in the customer are left out."""
+    last_carrier: dict[tuple[str, str], int] = {}
     links: dict[tuple[int, int], set[str]] = {}
-    for row in rows:  # oldest first
+    for row in rows:
         for kind, value in (("email", row.email), ("phone", row.phone_number)):
             if value is None:
                 continue
-            first = first_carrier.setdefault((kind, value), row.id)
-            if first != row.id:
-                links.setdefault((min(first, row.id), max(first, row.id)), set()).add(kind)
+            previous = last_carrier.get((kind, value))
+            last_carrier[(kind, value)] = row.id
+            if previous is not None:
+                links.setdefault((min(previous, row.id), max(previous, row.id)), set()).add(kind)
     live = {row.id for row in rows}
     for demoted, survivor in merges:
         if demoted in live and survivor in live and demoted != survivor:
@@ -163,12 +179,13 @@ def _ring_slots(count: int) -> list[tuple[float, float]]:
 
 def layout(rows: list[ContactRow], merges: Sequence[tuple[int, int]] = ()) -> Graph:
     """Place the rows of one customer (oldest first, as the look-ups return them);
-    merges: (demoted primary, survivor) pairs from its history (merges_of)."""
-    links = _links(rows, merges)
-    centre, *others = _walk_order(rows, links)
+    merges: (demoted primary, survivor) pairs from its history (lookups.HistoryPage)."""
+    order = _walk_order(rows, _links(rows, merges))  # chains in creation order
+    centre, *others = order
     placed = {centre.id: Node(centre, 0.0, 0.0)}
     for row, (x, y) in zip(others, _ring_slots(len(others)), strict=True):
         placed[row.id] = Node(row, x, y)
+    links = _links(order, merges)  # chains in the order of placement: short edges
     edges = [
         Edge(_edge_kind(kinds), placed[first], placed[other])
         for (first, other), kinds in sorted(links.items())

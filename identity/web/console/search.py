@@ -32,7 +32,9 @@ class SearchError(Exception):
 class Match:
     what: str  # how the text matched, for the page: "e-mail", "phone number", "contact id"
     primary_contact_id: int
-    contact_id: int  # the row to show the customer from: the one searched for, or the primary
+    # The row to show the customer from, highlighted: the one searched for by id, or the
+    # oldest row that holds the value searched for.
+    contact_id: int
 
 
 def _contact_id(text: str) -> int | None:
@@ -56,18 +58,21 @@ def _normalised(schema: IdentifyRequest, field: str, text: str) -> str:
     return loaded["email"] if field == "email" else loaded["phone_number"]
 
 
-def _customer_of_value(conn, email: str | None, phone_number: str | None) -> int | None:
+def _customer_of_value(conn, email: str | None, phone_number: str | None) -> tuple | None:
+    """(primary id, the oldest row holding the value), or None."""
     try:
-        return lookups.customer_by_values(conn, email, phone_number).primary_contact_id
+        row = lookups.first_row_holding(conn, email, phone_number)
+        return lookups.customer_by_contact(conn, row.id).primary_contact_id, row.id
     except lookups.NotFound:
         return None
 
 
-def _customer_of_contact(conn, contact_id: int) -> int | None:
+def _customer_of_contact(conn, contact_id: int) -> tuple | None:
     try:
-        return lookups.customer_by_contact(conn, contact_id).primary_contact_id
+        return lookups.customer_by_contact(conn, contact_id).primary_contact_id, contact_id
     except lookups.NotFound:
         return None
+
 
 
 def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
@@ -77,14 +82,14 @@ def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
         raise SearchError("type an e-mail address, a phone number or a contact id")
     if "@" in text:
         email = _normalised(schema, "email", text)
-        found: list[tuple[str, int | None, int | None]] = [
-            ("e-mail", _customer_of_value(conn, email, None), None)
+        found: list[tuple[str, tuple[int, int] | None]] = [
+            ("e-mail", _customer_of_value(conn, email, None))
         ]
     elif text.startswith("#"):
         contact_id = _contact_id(text)
         if contact_id is None:
             raise SearchError("a contact id is # followed by a number")
-        found = [("contact id", _customer_of_contact(conn, contact_id), contact_id)]
+        found = [("contact id", _customer_of_contact(conn, contact_id))]
     else:
         contact_id = _contact_id(text)
         try:
@@ -95,11 +100,11 @@ def search(conn, schema: IdentifyRequest, text: str) -> list[Match]:
             phone_number = None  # a blocked phone number may still be a contact id
         found = []
         if phone_number is not None:
-            found.append(("phone number", _customer_of_value(conn, None, phone_number), None))
+            found.append(("phone number", _customer_of_value(conn, None, phone_number)))
         if contact_id is not None:
-            found.append(("contact id", _customer_of_contact(conn, contact_id), contact_id))
+            found.append(("contact id", _customer_of_contact(conn, contact_id)))
     matches: dict[int, Match] = {}
-    for what, primary_id, contact_id in found:
-        if primary_id is not None and primary_id not in matches:
-            matches[primary_id] = Match(what, primary_id, contact_id or primary_id)
+    for what, customer in found:
+        if customer is not None and customer[0] not in matches:
+            matches[customer[0]] = Match(what, *customer)
     return list(matches.values())

@@ -4,6 +4,7 @@ Searches are POSTed, never put in the URL: an e-mail or phone number in a query 
 would land in browser histories and proxy logs. Pages are addressed by contact id.
 """
 
+from dataclasses import dataclass
 from datetime import UTC
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
@@ -15,7 +16,8 @@ from identity.database.connections import DatabaseUnavailable, run_unit
 from identity.web import access
 
 from . import auth
-from .graph import layout, merges_of
+from .graph import layout
+from .paging import EVENTS_PER_PAGE, ROWS_PER_PAGE, Page, page_count, page_holding, page_of
 from .search import SearchError, search
 
 bp = Blueprint(
@@ -120,9 +122,14 @@ def find():
     except SearchError as error:
         return render_template("search.html", query=text, error=error.message), 400
     if len(matches) == 1:
-        return redirect(url_for("console.customer", contact_id=matches[0].contact_id), 303)
+        return redirect(_customer_url(matches[0].contact_id), 303)
     status = 200 if matches else 404
     return render_template("search.html", query=text, matches=matches, searched=True), status
+
+
+def _customer_url(contact_id: int) -> str:
+    """The customer's page with the row scrolled into view (and highlighted: .found)."""
+    return url_for("console.customer", contact_id=contact_id, _anchor=f"row-{contact_id}")
 
 
 def _customer_rows(contact_id: int):
@@ -138,20 +145,73 @@ def hubs():
 @bp.get(_CONTACT)
 @access.role("support", proof=auth.session_token_digest)
 def customer(contact_id: int):
-    rows, history = run_unit(
-        lambda conn: (
-            lookups.customer_rows(conn, contact_id),
-            lookups.history(conn, contact_id),
-        )
+    """One page of rows (by default the page of the row asked for), one page of the
+    history (newest first), and the graph of the page's rows."""
+    rows, history, history_number = _rows_and_history(
+        contact_id, max(1, request.args.get("history", type=int) or 1)
+    )
+    position = next(index for index, row in enumerate(rows) if row.id == contact_id)
+    rows_page = page_of(
+        rows,
+        request.args.get("rows", type=int) or page_holding(position, ROWS_PER_PAGE),
+        ROWS_PER_PAGE,
     )
     return render_template(
         "customer.html",
         contact_id=contact_id,
-        rows=rows,
-        customer=consolidate(rows),
-        graph=layout(rows, merges_of(history)),
-        history=history,
+        rows=rows_page,
+        customer=summary_of(rows),
+        page_values=_values_of(rows_page.items),
+        graph=layout(rows_page.items, history.merges),
+        history=Page(
+            history.events,
+            history_number,
+            page_count(history.size, EVENTS_PER_PAGE),
+            history.size,
+            history.offset,
+        ),
     )
+
+
+def _rows_and_history(contact_id: int, history_number: int):
+    """The customer's rows and page history_number of its history, or its last page
+    when there are fewer (a stale link: one more read)."""
+    offset = (history_number - 1) * EVENTS_PER_PAGE
+    rows, history = run_unit(
+        lambda conn: lookups.customer_with_history_page(conn, contact_id, offset, EVENTS_PER_PAGE)
+    )
+    last = page_count(history.size, EVENTS_PER_PAGE)
+    if history_number > last:
+        return _rows_and_history(contact_id, last)
+    return rows, history, history_number
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the customer page says of the whole customer: cheaper than consolidate's
+    ordered lists for a customer of thousands of rows."""
+
+    primary_contact_id: int
+    emails: int
+    phone_numbers: int
+
+
+def summary_of(rows) -> Summary:
+    primary = next(row for row in rows if row.is_primary)
+    emails = {row.email for row in rows} - {None}
+    phone_numbers = {row.phone_number for row in rows} - {None}
+    return Summary(primary.id, len(emails), len(phone_numbers))
+
+
+def _values_of(rows) -> dict[str, list[str]]:
+    """The distinct e-mails and phone numbers of some rows, oldest first (the detach
+    form offers the values of the rows on the page)."""
+    return {
+        "emails": list(dict.fromkeys(row.email for row in rows if row.email is not None)),
+        "phone_numbers": list(
+            dict.fromkeys(row.phone_number for row in rows if row.phone_number is not None)
+        ),
+    }
 
 
 def _chosen_value(rows) -> tuple[str, str]:

@@ -1,0 +1,1 @@
+"""The change feed (events.py, repository.py) and its delivery to webhooks (webhooks/)."""
