@@ -14,7 +14,7 @@ WITH_DB := $(if $(DATABASE_URL),,$(PY) -m identity.dev.embedded --data $(PGDATA_
 # The installed command; a bad setting stops it with one line naming the variable (exit 2).
 IDENTITY := $(PY) -m identity.cli
 
-.PHONY: help run serve db-init deliver import import-file renormalise bench-big test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile clean clean-data lint
+.PHONY: help run serve db-init deliver import import-file renormalise bench-big test test-browser test-proxy test-package test-deploy lock smoke audit bench bench-scale bench-import profile soak clean clean-data lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -97,8 +97,8 @@ renormalise: $(STAMP) ## after changing PHONE_REGION: rewrite stored phones, mer
 smoke: ## curl checks against a running server: make smoke [BASE_URL=http://127.0.0.1:3000]
 	tests/smoke.sh $(BASE_URL)
 
-bench: $(STAMP) ## throughput and latency of a realistic checkout mix vs PostgreSQL's ceiling (~3 min)
-	$(PY) tests/bench.py
+bench: $(STAMP) ## throughput, p50/p99 vs concurrency, PostgreSQL's ceiling and a floor; report and PNG in bench-results/ (~4 min; ARGS=--workers 1,2,4)
+	$(PY) tests/bench.py $(ARGS)
 
 bench-big: $(STAMP) ## one customer of 30,000 rows: checkouts, look-ups, console page (~1 min)
 	$(PY) tests/bench_big_customer.py
@@ -111,6 +111,9 @@ bench-scale: $(STAMP) ## latency at 10 k and 1 M rows and for one customer of 5,
 
 bench-import: $(STAMP) ## import of 1 M generated orders: empty and 1 M-row database, vs the API (~10 min; ARGS=--orders N)
 	$(PY) tests/bench_import.py $(ARGS)
+
+soak: $(STAMP) ## 30 min of mixed load, feed and webhooks; memory, files, connections, dead rows, p99 over time; fails on growth (ARGS=--minutes 5)
+	$(PY) tests/soak.py $(ARGS)
 
 clean: ## remove the virtual environment; the embedded database's customers stay (make clean-data)
 	rm -rf $(VENV) *.egg-info build

@@ -169,7 +169,11 @@ def from_environment() -> dict:
         "WORKER_TIMEOUT_S": _int("WORKER_TIMEOUT_S", 30),
         # Per worker process.
         "THREADS": threads,
-        # One connection per waitress thread: a request never waits for the pool.
+        # Feed long polls that may wait at once, per worker process: each has a thread of
+        # its own beyond THREADS; one more is refused with a 429.
+        "LONG_POLLS": _int("LONG_POLLS", 4, minimum=0),
+        # One connection per waitress thread: a request never waits for the pool. (A
+        # waiting long poll holds none; it takes one for a moment at each look.)
         "POOL_SIZE": _int("POOL_SIZE", threads),
         # Everything a request does with the database ends by then (see db.py): 503 after.
         "REQUEST_DEADLINE_S": _float("REQUEST_DEADLINE_S", 5, minimum=0.001),

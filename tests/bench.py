@@ -1,29 +1,36 @@
 """`make bench`: the service under a realistic checkout mix, next to PostgreSQL's ceiling.
 
-    python tests/bench.py [--seed 1] [--concurrency 16] [--seconds 30] [--scale]
+    python tests/bench.py [--seed 1] [--concurrency 1,4,16,64] [--workers 1,2,4]
+                          [--seconds 15] [--out bench-results] [--scale]
 
 Starts the service as `make run` does (embedded, durable PostgreSQL unless DATABASE_URL
 is set; `python wsgi.py`), preloads 10,000 checkouts, then drives it over HTTP/1.1
 keep-alive from an asyncio load generator with a seeded request sequence: the same seed
-sends the same requests. Measures the service with WORKERS=1 and with the default number
-of workers, one after the other on the same database. Reports throughput and latency, the
-service's CPU time per request (supervisor and workers), the load generator's own CPU,
-and pgbench's throughput for the minimal database work of one request on the same
-database at the same concurrency, and the service's ratio to it. --scale measures latency
-at 10 k and 1 M rows and for one customer of 5,000 rows instead.
+sends the same requests. Measures the default number of workers at each concurrency of
+the curve, and, with --workers, each of those WORKERS values at --at-concurrency (16).
+Reports throughput and latency, the service's CPU time per request (supervisor and
+workers), the load generator's own CPU, how busy the whole machine was, pgbench's
+throughput for the minimal database work of one request on the same database at the same
+concurrency (the ceiling), and a Flask + waitress app that answers a constant (the
+floor). Writes the report (bench.txt), its figures (bench.json) and a picture of them
+(bench.png) to --out. --scale measures latency at 10 k and 1 M rows and for one customer
+of 5,000 rows instead.
 """
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg2
 from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
@@ -127,6 +134,13 @@ def http_request(body: dict, port: int) -> bytes:
 # --- The load generator -----------------------------------------------------------------
 
 
+def machine_cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of every CPU of the machine since boot, from /proc/stat."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
 @dataclass
 class Result:
     latencies: list[float]
@@ -134,6 +148,7 @@ class Result:
     wall: float
     client_cpu: float
     service_cpu: float
+    machine_busy: float = 0.0  # share of the whole machine's CPU time, every process
 
     def report(self, label: str) -> dict:
         ordered = sorted(self.latencies)
@@ -149,6 +164,7 @@ class Result:
             "client_cpu_pct": 100 * self.client_cpu / self.wall,
             "service_cpu_pct": 100 * self.service_cpu / self.wall,
             "service_cpu_ms": 1000 * self.service_cpu / max(1, len(ordered)),
+            "machine_busy_pct": 100 * self.machine_busy,
         }
         print(
             f"{label:<28} {figures['requests']:>7} req  {figures['errors']:>3} err  "
@@ -157,7 +173,8 @@ class Result:
             f"max {figures['max_ms']:6.1f} ms  "
             f"client CPU {figures['client_cpu_pct']:3.0f}%  "
             f"service CPU {figures['service_cpu_pct']:3.0f}% "
-            f"= {figures['service_cpu_ms']:.3f} ms/req",
+            f"= {figures['service_cpu_ms']:.3f} ms/req  "
+            f"machine {figures['machine_busy_pct']:3.0f}% busy",
             flush=True,
         )
         return figures
@@ -198,13 +215,16 @@ async def _drive(port: int, requests: list[bytes], concurrency: int, seconds: fl
 
 def drive(service, requests: list[bytes], concurrency: int, seconds: float | None = None) -> Result:
     cpu, service_cpu, wall = time.process_time(), service.cpu_seconds(), time.perf_counter()
+    busy, total = machine_cpu_times()
     latencies, errors = asyncio.run(_drive(service.port, requests, concurrency, seconds))
+    busy_after, total_after = machine_cpu_times()
     return Result(
         latencies,
         errors,
         time.perf_counter() - wall,
         time.process_time() - cpu,
         service.cpu_seconds() - service_cpu,
+        (busy_after - busy) / max(1, total_after - total),
     )
 
 
@@ -261,7 +281,7 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
             "-c",
             str(concurrency),
             "-j",
-            "2",
+            str(min(2, concurrency)),
             "-T",
             str(seconds),
             "-f",
@@ -291,12 +311,15 @@ waitress.serve(
 """
 
 
-def framework_floor(args) -> None:
-    with ServerProcess(program=["-c", FLOOR_APP], THREADS=args.threads) as floor:
+def framework_floor(threads: int, concurrencies: list[int], seconds: int) -> dict[int, dict]:
+    figures = {}
+    with ServerProcess(program=["-c", FLOOR_APP], THREADS=threads) as floor:
         request = http_request({"email": "a@x.io"}, floor.port)
-        drive(floor, [request] * 200_000, args.concurrency, 5).report(
-            f"Flask+waitress floor, c{args.concurrency}"
-        )
+        for concurrency in concurrencies:
+            figures[concurrency] = drive(floor, [request] * 200_000, concurrency, seconds).report(
+                f"Flask+waitress floor, c{concurrency}"
+            )
+    return figures
 
 
 # --scale: the table filled directly, customer k shaped by a formula the workload shares.
@@ -373,8 +396,8 @@ def _scale_run(args, database_url: str) -> None:
             )
             p50s[rows] = figures["p50_ms"]
             mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
-            drive(service, mixed, args.concurrency, args.seconds).report(
-                f"mixed c{args.concurrency}, {rows:,} rows"
+            drive(service, mixed, args.at_concurrency, args.seconds).report(
+                f"mixed c{args.at_concurrency}, {rows:,} rows"
             )
     print(f"{'p50 at 1 M / p50 at 10 k':<28} {p50s[1_000_000] / p50s[10_000]:>7.2f}x")
     _fill_big_customer(database_url, 5_000)
@@ -396,62 +419,188 @@ def _database():
     return server.start(), server
 
 
+def connections_per_worker(service, count: int) -> list[int]:
+    """How `count` connections opened at once spread over the workers, most loaded first.
+
+    Keep-alive connections stay with the worker that accepted them, so this is how the
+    load of the measurement that follows is shared."""
+    sockets = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(count)]
+    try:
+        accepted_by = collections.Counter(service.serving_pid(sock) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return sorted(accepted_by.values(), reverse=True) + [0] * (service.workers - len(accepted_by))
+
+
+def _measure(service, workload: Workload, concurrency: int, seconds: int, label: str) -> dict:
+    spread = connections_per_worker(service, concurrency)
+    # More requests than the fastest server sends in that time; the rest are never sent.
+    bodies = workload.checkouts(seconds * 6000)
+    figures = drive(service, _requests(bodies, service.port), concurrency, seconds).report(label)
+    print(f"{'':<28} {concurrency} connections opened at once, per worker: {spread}", flush=True)
+    return {**figures, "connections_per_worker": spread}
+
+
+def _seconds_at(args, concurrency: int) -> int:
+    return args.single_seconds if concurrency == 1 else args.seconds
+
+
 def _mixed_run(args, database_url: str) -> dict:
-    """Preload, then the mix at WORKERS=1 and at the default, then PostgreSQL's ceiling."""
+    """Preload; the concurrency curve at the default WORKERS; the WORKERS curve if asked;
+    PostgreSQL's ceiling and the framework's floor at the same concurrencies."""
     workload = Workload(args.seed)
-    figures = {}
-    for workers in (1, args.workers):
+    figures: dict = {"concurrency": {}, "workers": {}, "ceiling": {}, "floor": {}}
+    with _service(database_url, args.threads, args.default_workers) as service:
+        preload = _requests(workload.preload(PRELOAD_CHECKOUTS), service.port)
+        drive(service, preload, 16).report("preload (10,000 checkouts)")
+        for concurrency in args.concurrency:
+            figures["concurrency"][concurrency] = _measure(
+                service,
+                workload,
+                concurrency,
+                _seconds_at(args, concurrency),
+                f"WORKERS={args.default_workers}, c{concurrency}",
+            )
+    for workers in args.workers:
         with _service(database_url, args.threads, workers) as service:
-            if not figures:
-                preload = _requests(workload.preload(PRELOAD_CHECKOUTS), service.port)
-                drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
-            mixed = _requests(workload.checkouts(args.seconds * 6000), service.port)
-            figures[workers] = drive(service, mixed, args.concurrency, args.seconds).report(
-                f"WORKERS={workers}, concurrency {args.concurrency}"
+            figures["workers"][workers] = _measure(
+                service,
+                workload,
+                args.at_concurrency,
+                args.seconds,
+                f"WORKERS={workers}, c{args.at_concurrency}",
             )
-            single = _requests(workload.checkouts(args.single_seconds * 3000), service.port)
-            drive(service, single, 1, args.single_seconds).report(
-                f"WORKERS={workers}, concurrency 1"
-            )
-    ceiling = pgbench_ceiling(database_url, args.concurrency, args.pgbench_seconds, CUSTOMERS)
-    print(
-        f"{'pgbench ceiling':<28} {ceiling:>7.0f} tps "
-        f"(same database, concurrency {args.concurrency})"
-    )
-    for workers, result in figures.items():
+    compared = sorted(set(args.concurrency) | ({args.at_concurrency} if args.workers else set()))
+    for concurrency in compared:
+        ceiling = pgbench_ceiling(database_url, concurrency, args.pgbench_seconds, CUSTOMERS)
+        figures["ceiling"][concurrency] = ceiling
         print(
-            f"{f'WORKERS={workers} / ceiling':<28} {result['throughput'] / ceiling:>7.0%}",
+            f"{f'pgbench ceiling, c{concurrency}':<28} {ceiling:>7.0f} tps (same database)",
             flush=True,
         )
+    figures["floor"] = framework_floor(args.threads, compared, args.floor_seconds)
+    for concurrency, result in figures["concurrency"].items():
+        share = result["throughput"] / figures["ceiling"][concurrency]
+        print(f"{f'c{concurrency} / ceiling':<28} {share:>7.0%}", flush=True)
+    for workers, result in figures["workers"].items():
+        share = result["throughput"] / figures["ceiling"][args.at_concurrency]
+        print(f"{f'WORKERS={workers} / ceiling':<28} {share:>7.0%}", flush=True)
     return figures
+
+
+def draw(figures: dict, path: Path, title: str) -> None:
+    """Throughput and p50/p99 against concurrency (and WORKERS), with ceiling and floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    columns = [("concurrency", "concurrency (connections)")]
+    if figures["workers"]:
+        columns.append(("workers", f"WORKERS (at concurrency {figures['at_concurrency']})"))
+    fig, axes = pyplot.subplots(2, len(columns), figsize=(6.5 * len(columns), 8), squeeze=False)
+    for column, (key, label) in enumerate(columns):
+        xs = sorted(figures[key])
+        points = [figures[key][x] for x in xs]
+        ceiling = [
+            figures["ceiling"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs
+        ]
+        floor = [
+            figures["floor"][x if key == "concurrency" else figures["at_concurrency"]] for x in xs
+        ]
+        top, bottom = axes[0][column], axes[1][column]
+        top.plot(xs, [p["throughput"] for p in points], "o-C0", label="service (req/s)")
+        top.plot(xs, ceiling, "s--C1", label="PostgreSQL ceiling, pgbench (tps)")
+        top.plot(
+            xs,
+            [f["throughput"] for f in floor],
+            "^:C2",
+            label="Flask+waitress constant answer (req/s)",
+        )
+        top.set_ylabel("per second")
+        bottom.plot(xs, [p["p50_ms"] for p in points], "o-C0", label="service p50")
+        bottom.plot(xs, [p["p99_ms"] for p in points], "v--C0", label="service p99")
+        bottom.plot(xs, [f["p50_ms"] for f in floor], "^-C2", label="constant answer p50")
+        bottom.plot(xs, [f["p99_ms"] for f in floor], "^:C2", label="constant answer p99")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("latency (ms)")
+        for axis in (top, bottom):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(xs, [str(x) for x in xs])
+            axis.set_xlabel(label)
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    pyplot.close(fig)
+
+
+class _Tee:
+    """Standard output, copied to the report file."""
+
+    def __init__(self, stream, path: Path):
+        self.stream, self.file = stream, open(path, "w")
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.stream.flush()
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--single-seconds", type=int, default=10)
-    parser.add_argument("--pgbench-seconds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)))
     parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("WORKERS", default_workers()))
+        "--concurrency",
+        type=_numbers,
+        default=[1, 4, 16, 64],
+        help="the concurrency curve, at the default WORKERS",
     )
+    parser.add_argument(
+        "--workers",
+        type=_numbers,
+        default=[],
+        help="a WORKERS sweep at --at-concurrency, e.g. 1,2,4,8,16",
+    )
+    parser.add_argument("--at-concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--single-seconds", type=int, default=10)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--floor-seconds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)))
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
     parser.add_argument("--scale", action="store_true", help="latency at 10 k and 1 M rows")
     args = parser.parse_args()
+    args.default_workers = int(os.environ.get("WORKERS", default_workers()))
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "bench-scale" if args.scale else "bench"
+    sys.stdout = _Tee(sys.stdout, args.out / f"{name}.txt")
     database_url, server = _database()
     try:
         migrate(database_url, PROJECT_ROOT / "sql")
-        print(
-            f"benchmark: seed {args.seed}, {os.cpu_count()} CPUs, default WORKERS={args.workers}, "
-            f"THREADS={args.threads} per worker"
+        title = (
+            f"seed {args.seed}, {os.cpu_count()} CPUs, default WORKERS={args.default_workers}, "
+            f"THREADS={args.threads} per worker, {time.strftime('%Y-%m-%d %H:%M')}"
         )
+        print(f"benchmark: {title}; load average {os.getloadavg()[0]:.1f} at start")
         if args.scale:
             _scale_run(args, database_url)
         else:
-            _mixed_run(args, database_url)
-            framework_floor(args)
+            figures = _mixed_run(args, database_url)
+            figures["at_concurrency"] = args.at_concurrency
+            (args.out / "bench.json").write_text(json.dumps(figures, indent=1))
+            draw(figures, args.out / "bench.png", title)
+            print(f"report, figures and picture: {args.out}/bench.txt, bench.json, bench.png")
     finally:
         if server:
             server.close()

@@ -34,15 +34,24 @@ CLASS_MEMBERS = [
     (TcpWSGIServer, "handle_accept"),  # _Server overrides it, calls it per connection
     (TcpWSGIServer, "maintenance"),  # _Server overrides it (idle-connection cleanup)
     (TcpWSGIServer, "run"),  # serve() runs the loop
+    (TcpWSGIServer, "add_task"),  # _Server overrides it: feed reads to the long-poll threads
+    (HTTPChannel, "handle_close"),  # _Channel overrides it: the lingering close
+    (HTTPChannel, "handle_read"),  # _Channel overrides it: drops what arrives while lingering
+    (HTTPChannel, "service"),  # _ReservedTask calls it on a long-poll thread
+    (wasyncore.dispatcher, "recv"),  # _Channel reads with it while lingering
     (HTTPChannel, "task_class"),  # _Channel sets _DrainingTask
     (HTTPChannel, "error_task_class"),  # _Channel sets _JsonErrorTask
     (HTTPChannel, "received"),  # _Channel overrides it: when a request began
     (HTTPChannel, "writable"),  # _Channel overrides it: no spinning on half-sent answers
     (WSGITask, "build_response_header"),  # _DrainingTask overrides it
     (WSGITask, "set_close_on_finish"),  # _DrainingTask: Connection: close while draining
+    (WSGITask, "get_environment"),  # _DrainingTask adds whether a long poll may wait
     (ErrorTask, "execute"),  # _JsonErrorTask overrides it
     (ErrorTask, "write"),
-    (ThreadedTaskDispatcher, "set_thread_count"),  # create_server
+    (ThreadedTaskDispatcher, "set_thread_count"),  # create_server, _LongPollThreads
+    (ThreadedTaskDispatcher, "handler_thread"),  # _LongPollThreads overrides it
+    (ThreadedTaskDispatcher, "add_task"),  # _LongPollThreads.try_add
+    (ThreadedTaskDispatcher, "shutdown"),  # serve() stops the long-poll threads
     (wasyncore.dispatcher, "close"),  # the drain closes the listening socket with it
 ]
 
@@ -56,6 +65,8 @@ CHANNEL_ATTRIBUTES = [
     "close_when_flushed",  # _Channel.writable
     "adj",
     "server",  # _DrainingTask reads channel.server.draining
+    "socket",  # _Channel._half_close shuts its sending side
+    "last_activity",  # _Channel: when a lingering client last sent something
 ]
 TASK_ATTRIBUTES = ["channel", "request", "status", "response_headers", "content_length"]
 ADJUSTMENT_ATTRIBUTES = ["threads", "connection_limit", "outbuf_high_watermark"]
@@ -108,6 +119,9 @@ def test_the_objects_waitress_builds_have_the_attributes_the_server_reads(app):
         channel = built.channel_class(built, ours, ("127.0.0.1", 0), built.adj, map={})
         for name in CHANNEL_ATTRIBUTES:
             assert hasattr(channel, name), missing(f"HTTPChannel instance attribute {name}")
+        request = HTTPRequestParser(built.adj)
+        request.received(b"GET /events?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert server._is_feed_read(request), missing("HTTPRequestParser.command or .path")
         request = HTTPRequestParser(built.adj)
         request.error = RequestEntityTooLarge("too large")
         task = channel.error_task_class(channel, request)

@@ -25,6 +25,9 @@ from .schemas import (
 
 # Every view declares who may call it (identity/web/access.py); one that does not is refused.
 bp = Blueprint("identity", __name__)
+# In the WSGI environ, False on a server thread that must not wait for long: a long poll
+# arriving on one is refused (identity/process/server.py sets it; absent elsewhere).
+LONG_POLL_ALLOWED = "identity.long_poll_allowed"
 
 
 class ContactIdConverter(IntegerConverter):
@@ -152,13 +155,30 @@ def hubs():
 @access.role("feed")
 def events():
     query = feed_query.load(request.args.to_dict())
+    if query["wait"] and not request.environ.get(LONG_POLL_ALLOWED, True):
+        # Every long-poll thread of this worker is taken (identity/process/server.py):
+        # waiting here would hold a thread that checkouts need.
+        raise ApiError(
+            429,
+            "too_many_long_polls",
+            "too many long polls are waiting in this server; retry, or read without wait",
+            retry_after=current_app.config["RETRY_AFTER_S"],
+        )
     page = feed.wait_for_page(
-        lambda: run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"])),
+        lambda: _read_events(query),
         query["wait"],
         # A long poll ends early when the server drains, so SIGTERM is not held up.
         stopping=lambda: current_app.extensions.get("identity_draining", False),
     )
     return feed_page.dump(page)
+
+
+def _read_events(query: dict) -> feed.Page:
+    """One read of the feed in an application context of its own: it has its own database
+    deadline (a long poll outlasts the request's), and its pooled connection goes back
+    when it ends, so a waiting long poll holds none."""
+    with current_app.app_context():
+        return run_unit(lambda conn: feed.read_page(conn, query["after"], query["limit"]))
 
 
 @bp.get("/healthz")

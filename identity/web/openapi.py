@@ -174,6 +174,7 @@ def build_spec() -> dict:
                 "responses": {
                     "200": _json("FeedPage", "the next events and the cursor to read on from"),
                     "400": _error("after is not a cursor, or limit or wait is out of range"),
+                    "429": _error("too many long polls wait already (see the Retry-After header)"),
                     "503": _error(_ERRORS["503"]),
                 },
             }
