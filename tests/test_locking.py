@@ -1,6 +1,6 @@
-"""The write path's locks (docs/design.md, the write path in detail): no deadlock whatever
-the order of ids and creation times, no transaction id before the locks are held, no personal data in the
-statements that wait for a lock."""
+"""The write path's locks (docs/design.md, the write path in detail): no deadlock
+whatever the order of ids and creation times, no transaction id before the locks are held,
+no personal data in the statements that wait for a lock."""
 
 import threading
 

@@ -1,8 +1,7 @@
-"""The write protocol's steps (docs/design.md, the write path in detail), each held by a
-test that fails when the step is taken out: one connection holds a lock, another is seen waiting on it in pg_locks,
-and the test then checks what happens next. Synchronised on state, never on time.
-
-The mutation each test was seen to fail on is named in its docstring."""
+"""The write protocol's steps (docs/design.md, the write path in detail), each held by a test
+that fails when the step is taken out: one connection holds a lock, another is seen waiting on
+it in pg_locks, and the test then checks what happens next. Synchronised on state, never on
+time. The mutation each test was seen to fail on is named in its docstring."""
 
 import threading
 import time
