@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,8 @@ from identity.config import default_workers  # noqa: E402
 from identity.dev.embedded import free_port  # noqa: E402
 
 START_TIMEOUT_S = 30
+# The supervisor kills a worker that has not drained 30 s after SIGTERM (process/supervisor.py).
+DRAIN_WARNING_S = 20
 _PR_SET_PDEATHSIG = 1
 
 
@@ -80,8 +83,24 @@ class ServerProcess:
                 time.sleep(0.05)
 
     def stop(self) -> int:
+        """SIGTERM, and the supervisor's exit status once its workers have drained. A drain
+        still running after DRAIN_WARNING_S is reported as a warning with the workers'
+        threads (py-spy), then given until the supervisor's own stop timeout has passed."""
         self.process.terminate()
+        try:
+            return self.process.wait(DRAIN_WARNING_S)
+        except subprocess.TimeoutExpired:
+            stacks = self._worker_stacks()
+            warnings.warn(f"a drain took over {DRAIN_WARNING_S} s:\n{stacks}", stacklevel=2)
         return self.process.wait(START_TIMEOUT_S)
+
+    def _worker_stacks(self) -> str:
+        py_spy = Path(sys.executable).with_name("py-spy")
+        dumps = [
+            subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True)
+            for pid in self.worker_pids()
+        ]
+        return "\n".join(dump.stdout + dump.stderr for dump in dumps)
 
     def worker_pids(self) -> list[int]:
         """The supervisor's worker processes now (`python wsgi.py` starts WORKERS)."""

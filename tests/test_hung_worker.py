@@ -47,8 +47,19 @@ def test_a_worker_that_keeps_answering_is_left_alone(db, database_url):
 
 
 def _heartbeat_file(worker: int) -> str:
-    with open(f"/proc/{worker}/environ", "rb") as environ:
-        entries = environ.read().split(b"\0")
-    (path,) = [entry.split(b"=", 1)[1] for entry in entries
-               if entry.startswith(b"IDENTITY_HEARTBEAT_FILE=")]
-    return path.decode()
+    """The worker's heartbeat file, from its environment, once it has one: a worker seen
+    between fork and exec still shows the supervisor's environment."""
+    paths: list[bytes] = []
+
+    def named() -> bool:
+        with open(f"/proc/{worker}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+        paths[:] = [
+            entry.split(b"=", 1)[1]
+            for entry in entries
+            if entry.startswith(b"IDENTITY_HEARTBEAT_FILE=")
+        ]
+        return bool(paths)
+
+    wait_for(named, "the worker's own environment")
+    return paths[0].decode()
