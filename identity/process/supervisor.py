@@ -293,8 +293,12 @@ def _serve() -> int:
     except ValueError as error:  # the message names the setting and the token's position
         raise StartError(str(error)) from None
     raise_file_limit()
-    account = worker_account(settings["WORKER_USER"])
     sock = listening_socket(settings)
+    try:  # after the port: a busy port stays one line, with no warning before it
+        account = worker_account(settings["WORKER_USER"])
+    except WorkerAccountError:
+        sock.close()
+        raise
     # A fresh, private folder for the workers' heartbeat files and, in it, for their metric
     # files: nothing left from an earlier run is ever summed in.
     run_dir = tempfile.mkdtemp(prefix="identity-workers-")
