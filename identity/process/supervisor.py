@@ -45,7 +45,12 @@ from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
 from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE, check_waitress_version
-from .worker_account import WorkerAccount, WorkerAccountError, worker_account
+from .worker_account import (
+    WorkerAccount,
+    WorkerAccountError,
+    warn_root_workers,
+    worker_account,
+)
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -293,12 +298,12 @@ def _serve() -> int:
     except ValueError as error:  # the message names the setting and the token's position
         raise StartError(str(error)) from None
     raise_file_limit()
+    # Before the port opens: the check runs as a child of ours, and once clients can
+    # connect every child should be a worker.
+    account, root_workers = worker_account(settings["WORKER_USER"])
     sock = listening_socket(settings)
-    try:  # after the port: a busy port stays one line, with no warning before it
-        account = worker_account(settings["WORKER_USER"])
-    except WorkerAccountError:
-        sock.close()
-        raise
+    if root_workers:  # after the port: a busy port stays one line, with no warning before
+        warn_root_workers(root_workers)
     # A fresh, private folder for the workers' heartbeat files and, in it, for their metric
     # files: nothing left from an earlier run is ever summed in.
     run_dir = tempfile.mkdtemp(prefix="identity-workers-")

@@ -48,22 +48,23 @@ class WorkerAccount:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
-def worker_account(name: str | None) -> WorkerAccount | None:
-    """The account the workers run as; None when they run as we do (we are not root, or
-    the default account cannot run our interpreter). name: WORKER_USER, None when unset."""
+def worker_account(name: str | None) -> tuple[WorkerAccount | None, dict]:
+    """The account the workers run as, None when they run as we do (we are not root, or
+    the default account cannot run our interpreter: then also why, for the warning that
+    warn_root_workers() logs). name: WORKER_USER, None when unset."""
     if os.geteuid() != 0:
-        return None
+        return None, {}
     account = account_named(name or DEFAULT_ACCOUNT)
     failure = cannot_start_workers(account)
     if not failure:
-        return account
+        return account, {}
     if name:
         raise WorkerAccountError(f"{VARIABLE}={name} cannot start a worker: {failure}")
-    logger.warning(
-        "workers run as root: their account cannot start one",
-        extra={"account": account.name, "why": failure, "interpreter": sys.executable},
-    )
-    return None
+    return None, {"account": account.name, "why": failure, "interpreter": sys.executable}
+
+
+def warn_root_workers(why: dict) -> None:
+    logger.warning("workers run as root: their account cannot start one", extra=why)
 
 
 def account_named(name: str) -> WorkerAccount:
