@@ -387,15 +387,16 @@ def serve(app: Flask, sock: socket.socket) -> None:
         server.trigger.pull_trigger(stop_listening)
         _drain(server)
 
+    # Ctrl-C, and the end of a drain, stop the main loop, even when our parent started
+    # us with SIGINT ignored (as shells do for background jobs). Installed first: a
+    # SIGTERM at once would otherwise end its drain with a SIGINT still ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # The drain runs in a thread of its own: the handler interrupts the main loop, which
     # may hold the locks that logging and the loop's trigger take.
     signal.signal(
         signal.SIGTERM,
         lambda _signum, _frame: threading.Thread(target=begin_drain, daemon=True).start(),
     )
-    # Ctrl-C, and the end of a drain, stop the main loop, even when our parent started
-    # us with SIGINT ignored (as shells do for background jobs).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.run()
     except KeyboardInterrupt:
