@@ -196,6 +196,9 @@ def from_environment() -> dict:
         # Host names requests may be addressed to, besides the loopback names and HOST
         # (see identity/web/access.py); `*` for any.
         "ALLOWED_HOSTS": _names("ALLOWED_HOSTS", ""),
+        # As root, the account the workers run as (None: identity-web, see
+        # identity/process/worker_account.py).
+        "WORKER_USER": _raw("WORKER_USER"),
         "LOG_LEVEL": _choice("LOG_LEVEL", "INFO", LOG_LEVELS),
         # default, recommended, or the path of a JSON list (see identity/customers/blocklist.py)
         "BLOCKLIST": _blocklist("BLOCKLIST", "default"),

@@ -33,7 +33,8 @@ def _stop_with_parent() -> None:
 
 class ServerProcess:
     """A server on a free port of `host` (an IPv4 address, 127.0.0.1 unless given):
-    `python wsgi.py` unless `program` says otherwise.
+    `python wsgi.py` unless `program` says otherwise, with our interpreter unless
+    `interpreter` names another.
 
     settings become environment variables (LOG_LEVEL defaults to WARNING); stderr is
     where the server's log goes. A context manager that stops the server on exit."""
@@ -43,6 +44,7 @@ class ServerProcess:
         database_url: str | None = None,
         *,
         program=None,
+        interpreter: str = sys.executable,
         stderr=None,
         host: str = "127.0.0.1",
         **settings,
@@ -56,7 +58,7 @@ class ServerProcess:
             env["DATABASE_URL"] = database_url
         self.workers = int(env.get("WORKERS", default_workers()))
         self.process = subprocess.Popen(
-            [sys.executable, *(program or [str(PROJECT_ROOT / "wsgi.py")])],
+            [interpreter, *(program or [str(PROJECT_ROOT / "wsgi.py")])],
             env=env,
             cwd=PROJECT_ROOT,
             stderr=stderr,

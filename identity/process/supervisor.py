@@ -20,7 +20,8 @@ port is opened: a bad value or a busy port ends the start with one line and stat
 
 Workers are started as fresh interpreters (`identity.process.server.main`), not forked: the
 metrics folder must be in the environment before prometheus-client is imported, and a
-fresh process inherits no threads or locks from this one.
+fresh process inherits no threads or locks from this one. As root, they run as an
+account of their own (worker_account.py); the files they write are made theirs.
 """
 
 import ctypes
@@ -44,6 +45,12 @@ from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
 from .logs import configure_logging
 from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE, check_waitress_version
+from .worker_account import (
+    WorkerAccount,
+    WorkerAccountError,
+    warn_root_workers,
+    worker_account,
+)
 
 logger = logging.getLogger("identity.process.supervisor")
 
@@ -130,8 +137,17 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(self, settings: dict, sock: socket.socket, restarts, hangs, heartbeats: str):
+    def __init__(
+        self,
+        settings: dict,
+        sock: socket.socket,
+        restarts,
+        hangs,
+        heartbeats: str,
+        account: WorkerAccount | None = None,
+    ):
         self.settings, self.sock, self.restarts, self.hangs = settings, sock, restarts, hangs
+        self.account = account
         self.slots = [
             _Slot(os.path.join(heartbeats, f"worker-{index}"))
             for index in range(settings["WORKERS"])
@@ -144,8 +160,9 @@ class Supervisor:
             LISTEN_FD_VARIABLE: str(self.sock.fileno()),
             HEARTBEAT_FILE_VARIABLE: slot.heartbeat,
         }
-        with open(slot.heartbeat, "w"):
-            pass
+        with open(slot.heartbeat, "w") as heartbeat:
+            if self.account:  # renewed by the worker (os.utime): the file must be its own
+                os.fchown(heartbeat.fileno(), self.account.uid, self.account.gid)
         slot.last_beat, slot.beat_seen_at = os.stat(slot.heartbeat).st_mtime_ns, time.monotonic()
         slot.serving = False
         slot.process = subprocess.Popen(
@@ -155,6 +172,9 @@ class Supervisor:
             preexec_fn=_prepare_worker,
             # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
             start_new_session=True,
+            # As root: the worker's account (preexec_fn runs after the switch, so the
+            # parent-death signal, which a change of user clears, stays set).
+            **(self.account.popen_options() if self.account else {}),
         )
         slot.started = time.monotonic()
         logger.info("worker started", extra={"pid": slot.process.pid})
@@ -262,7 +282,7 @@ def main() -> int:
     standard error, when a setting or the port stops the start, before any worker runs."""
     try:
         return _serve()
-    except (config.ConfigError, StartError) as error:
+    except (config.ConfigError, StartError, WorkerAccountError) as error:
         print(f"identity: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the signal handlers are in place: nothing to stop
@@ -278,16 +298,37 @@ def _serve() -> int:
     except ValueError as error:  # the message names the setting and the token's position
         raise StartError(str(error)) from None
     raise_file_limit()
+    # Before the port opens: the check runs as a child of ours, and once clients can
+    # connect every child should be a worker.
+    account, root_workers = worker_account(settings["WORKER_USER"])
     sock = listening_socket(settings)
-    # A fresh, private folder for the workers' metric files (and their heartbeat files):
-    # nothing left from an earlier run is ever summed in. Set before prometheus-client is
-    # imported, here and in workers.
-    metrics_dir = tempfile.mkdtemp(prefix="identity-metrics-")
+    if root_workers:  # after the port: a busy port stays one line, with no warning before
+        warn_root_workers(root_workers)
+    # A fresh, private folder for the workers' heartbeat files and, in it, for their metric
+    # files: nothing left from an earlier run is ever summed in.
+    run_dir = tempfile.mkdtemp(prefix="identity-workers-")
+    metrics_dir = os.path.join(run_dir, "metrics")
+    os.mkdir(metrics_dir, 0o700)
+    if account:
+        _share_with_workers(run_dir, metrics_dir, account)
+    # Set before prometheus-client is imported, here and in workers.
     os.environ[MULTIPROCESS_DIR_VARIABLE] = metrics_dir
     try:
+        # Our own metric files are opened now, before any worker can touch the folder.
         from identity.web.metrics import worker_hangs, worker_restarts
 
-        return Supervisor(settings, sock, worker_restarts(), worker_hangs(), metrics_dir).run()
+        return Supervisor(
+            settings, sock, worker_restarts(), worker_hangs(), run_dir, account
+        ).run()
     finally:
         sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _share_with_workers(run_dir: str, metrics_dir: str, account: WorkerAccount) -> None:
+    """The workers' account may enter our folder (nobody else may) and owns the metrics
+    folder, where each worker writes its files. The run folder stays ours: the workers
+    cannot put a link where we write a heartbeat file."""
+    os.chown(run_dir, -1, account.gid)
+    os.chmod(run_dir, 0o710)
+    os.chown(metrics_dir, account.uid, account.gid)
