@@ -49,6 +49,8 @@ from pathlib import Path
 
 import psycopg2
 
+from identity import system_accounts
+
 DATABASE = "identity"
 SUPERUSER = "postgres"
 START_TIMEOUT_SECONDS = 30
@@ -182,20 +184,12 @@ def _server_account() -> pwd.struct_passwd:
 
 
 def _create_account(name: str) -> pwd.struct_passwd:
-    """A system account with no home, no shell and no password, in a group of its own."""
-    command = ["useradd", "--system", "--user-group", "--no-create-home",
-               "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
     try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        failure = result.stderr.strip() if result.returncode else ""
-    except OSError as error:
-        failure = str(error)
-    try:
-        return pwd.getpwnam(name)  # made now, or by a launcher that ran at the same time
-    except KeyError:
+        return system_accounts.create(name)
+    except system_accounts.AccountNotCreated as failure:
         raise EmbeddedPostgresError(
             f"as root the server runs as its own account, and {name!r} could not be "
-            f"created ({failure or 'useradd failed'}): create it "
+            f"created ({failure}): create it "
             f"(useradd --system --user-group {name}), or name another with "
             f"{ACCOUNT_VARIABLE}=..., or run as an ordinary user"
         ) from None

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from identity import system_accounts
 from identity.dev.embedded import ACCOUNT_VARIABLE as DATABASE_ACCOUNT_VARIABLE
 from identity.dev.embedded import DEFAULT_ACCOUNT as DEFAULT_DATABASE_ACCOUNT
 from identity.dev.embedded import SHARED_ACCOUNTS
@@ -85,20 +86,12 @@ def account_named(name: str) -> WorkerAccount:
 
 
 def _create(name: str) -> pwd.struct_passwd:
-    """A system account with no home, no shell and no password, in a group of its own."""
-    command = ["useradd", "--system", "--user-group", "--no-create-home",
-               "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
     try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        failure = result.stderr.strip() if result.returncode else ""
-    except OSError as error:
-        failure = str(error)
-    try:
-        return pwd.getpwnam(name)  # made now, or by a supervisor that ran at the same time
-    except KeyError:
+        return system_accounts.create(name)
+    except system_accounts.AccountNotCreated as failure:
         raise WorkerAccountError(
             f"as root the workers run as their own account, and {name!r} could not be created "
-            f"({failure or 'useradd failed'}): create it (useradd --system --user-group "
+            f"({failure}): create it (useradd --system --user-group "
             f"{name}), or name another with {VARIABLE}=..., or run as an ordinary user"
         ) from None
 

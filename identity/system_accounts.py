@@ -1,0 +1,24 @@
+"""The system accounts that parts of the service run as when started as root: the
+embedded PostgreSQL's (dev/embedded.py) and the web workers' (process/worker_account.py)."""
+
+import pwd
+import subprocess
+
+
+class AccountNotCreated(Exception):
+    """useradd could not make the account; the message is its reason."""
+
+
+def create(name: str) -> pwd.struct_passwd:
+    """A system account with no home, no shell and no password, in a group of its own."""
+    command = ["useradd", "--system", "--user-group", "--no-create-home",
+               "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        failure = result.stderr.strip() if result.returncode else ""
+    except OSError as error:
+        failure = str(error)
+    try:
+        return pwd.getpwnam(name)  # made now, or by another process at the same time
+    except KeyError:
+        raise AccountNotCreated(failure or "useradd failed") from None
