@@ -85,22 +85,33 @@ class ServerProcess:
                 time.sleep(0.05)
 
     def stop(self) -> int:
-        """SIGTERM, and the supervisor's exit status once its workers have drained. A drain
-        still running after DRAIN_WARNING_S is reported as a warning with the workers'
-        threads (py-spy), then given until the supervisor's own stop timeout has passed."""
+        """SIGTERM, and the supervisor's exit status once its workers have drained.
+
+        A stop still running after DRAIN_WARNING_S is reported as a warning with the
+        threads of the supervisor and its workers (py-spy). A server still running once
+        the supervisor's own stop timeout has passed is killed, with a second warning: an
+        open defect (docs/deployment.md, "Worker processes") that a test about something
+        else should report, not fail on."""
         self.process.terminate()
         try:
             return self.process.wait(DRAIN_WARNING_S)
         except subprocess.TimeoutExpired:
             stacks = self._worker_stacks()
             warnings.warn(f"a drain took over {DRAIN_WARNING_S} s:\n{stacks}", stacklevel=2)
-        return self.process.wait(START_TIMEOUT_S)
+        try:
+            return self.process.wait(START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            warnings.warn("the server did not stop after SIGTERM: killed", stacklevel=2)
+            for pid in self.worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            self.process.kill()
+            return self.process.wait()
 
     def _worker_stacks(self) -> str:
         py_spy = Path(sys.executable).with_name("py-spy")
         dumps = [
             subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True)
-            for pid in self.worker_pids()
+            for pid in [self.pid, *self.worker_pids()]
         ]
         return "\n".join(dump.stdout + dump.stderr for dump in dumps)
 

@@ -68,7 +68,7 @@ _MAX_RESTART_PAUSE_S = 10
 _WORKER = (
     "import signal, sys\n"
     "try:\n"
-    "    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
+    "    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])\n"
     "    from identity.process.server import main\n"
     "    main()\n"
     "except KeyboardInterrupt:\n"
@@ -77,11 +77,11 @@ _WORKER = (
 
 
 def _prepare_worker() -> None:
-    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies,
-    and SIGINT held back (the mask survives exec) until _WORKER's code can catch it: a
-    Ctrl-C while the interpreter starts would otherwise end it with a traceback."""
+    """Runs in the worker between fork and exec: SIGTERM (drain) if the supervisor dies.
+    SIGINT and SIGTERM stay blocked, as _start blocked them (the mask survives exec), until
+    _WORKER's code can take them: a Ctrl-C while the interpreter starts would otherwise end
+    it with a traceback."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
 def raise_file_limit() -> None:
@@ -165,17 +165,25 @@ class Supervisor:
                 os.fchown(heartbeat.fileno(), self.account.uid, self.account.gid)
         slot.last_beat, slot.beat_seen_at = os.stat(slot.heartbeat).st_mtime_ns, time.monotonic()
         slot.serving = False
-        slot.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER],
-            env=env,
-            pass_fds=[self.sock.fileno()],
-            preexec_fn=_prepare_worker,
-            # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
-            start_new_session=True,
-            # As root: the worker's account (preexec_fn runs after the switch, so the
-            # parent-death signal, which a change of user clears, stays set).
-            **(self.account.popen_options() if self.account else {}),
-        )
+        # Between fork and exec the child still has our signal handlers: a SIGTERM or
+        # SIGINT there would be taken by a handler that exec then discards, and the worker
+        # would never stop. Blocked around the start, a signal to us waits until the
+        # worker runs, and the worker inherits the mask.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+        try:
+            slot.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER],
+                env=env,
+                pass_fds=[self.sock.fileno()],
+                preexec_fn=_prepare_worker,
+                # The terminal's Ctrl-C is for us alone: we pass it on once, when we stop.
+                start_new_session=True,
+                # As root: the worker's account (preexec_fn runs after the switch, so the
+                # parent-death signal, which a change of user clears, stays set).
+                **(self.account.popen_options() if self.account else {}),
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         slot.started = time.monotonic()
         logger.info("worker started", extra={"pid": slot.process.pid})
 
