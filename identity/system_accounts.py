@@ -9,6 +9,14 @@ class AccountNotCreated(Exception):
     """useradd could not make the account; the message is its reason."""
 
 
+def existing_or_created(name: str) -> pwd.struct_passwd:
+    """The account, created when missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return create(name)
+
+
 def create(name: str) -> pwd.struct_passwd:
     """A system account with no home, no shell and no password, in a group of its own."""
     command = ["useradd", "--system", "--user-group", "--no-create-home",

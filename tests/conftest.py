@@ -47,13 +47,19 @@ def database_url(embedded_server):
     return url
 
 
-@pytest.fixture
-def db(database_url):
-    """A direct autocommit connection to the test database, emptied first."""
-    conn = psycopg2.connect(database_url)
+def emptied_database(url: str):
+    """A direct autocommit connection to a test database, its tables emptied first."""
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("TRUNCATE contact, blocked_value RESTART IDENTITY CASCADE")
+    return conn
+
+
+@pytest.fixture
+def db(database_url):
+    """A direct autocommit connection to the test database, emptied first."""
+    conn = emptied_database(database_url)
     yield conn
     conn.close()
 

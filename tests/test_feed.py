@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 import pytest
-from conftest import identify, wait_for
+from conftest import emptied_database, identify, wait_for
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import (
     WerkzeugOpenAPIRequest,
@@ -169,10 +169,7 @@ def young_cluster():
 
 @pytest.fixture
 def young_db(young_cluster):
-    conn = psycopg2.connect(young_cluster.url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("TRUNCATE contact, blocked_value RESTART IDENTITY CASCADE")
+    conn = emptied_database(young_cluster.url)
     yield conn
     conn.close()
 

@@ -547,18 +547,24 @@ def _relink_params(relinks: dict[int, int | None]) -> dict:
     return {"relinked_ids": list(relinks), "relinked_to": list(relinks.values())}
 
 
+def _begin_snapshot_with_groups_of(cur, contact_id: int) -> None:
+    """BEGIN a read-only REPEATABLE READ transaction and read the stored groups of a row:
+    every statement after it sees the same committed state."""
+    transaction.begin(
+        cur,
+        RESOLVE_CUSTOMER_OF_CONTACT,
+        {"contact_id": contact_id},
+        isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    )
+
+
 def customer_with_history(conn, contact_id: int) -> tuple[list[ContactRow], list[tuple]]:
     """The stored group of a row and every event about its rows, in one snapshot.
 
     A read-only REPEATABLE READ transaction: both statements see the same committed
     state, so a merge that commits in between shows in both or in neither."""
     with conn.cursor() as cur:
-        transaction.begin(
-            cur,
-            RESOLVE_CUSTOMER_OF_CONTACT,
-            {"contact_id": contact_id},
-            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
+        _begin_snapshot_with_groups_of(cur, contact_id)
         rows = [ContactRow(*row) for row in cur]
         cur.execute(CUSTOMER_HISTORY, {"row_ids": [row.id for row in rows]})
         events = cur.fetchall()
@@ -574,12 +580,7 @@ def customer_with_history_page(
 
     customer_of(rows, contact_id) picks the customer's rows among the stored groups."""
     with conn.cursor() as cur:
-        transaction.begin(
-            cur,
-            RESOLVE_CUSTOMER_OF_CONTACT,
-            {"contact_id": contact_id},
-            isolation="ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )
+        _begin_snapshot_with_groups_of(cur, contact_id)
         try:
             rows = customer_of([ContactRow(*row) for row in cur], contact_id)
             params = {"row_ids": [row.id for row in rows], "offset": offset, "limit": limit}

@@ -175,17 +175,7 @@ def _server_account() -> pwd.struct_passwd:
             "of the server's own"
         )
     try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        entry = _create_account(name)
-    if entry.pw_uid == 0:
-        raise EmbeddedPostgresError(f"{ACCOUNT_VARIABLE}={name} is root; PostgreSQL refuses root")
-    return entry
-
-
-def _create_account(name: str) -> pwd.struct_passwd:
-    try:
-        return system_accounts.create(name)
+        entry = system_accounts.existing_or_created(name)
     except system_accounts.AccountNotCreated as failure:
         raise EmbeddedPostgresError(
             f"as root the server runs as its own account, and {name!r} could not be "
@@ -193,6 +183,9 @@ def _create_account(name: str) -> pwd.struct_passwd:
             f"(useradd --system --user-group {name}), or name another with "
             f"{ACCOUNT_VARIABLE}=..., or run as an ordinary user"
         ) from None
+    if entry.pw_uid == 0:
+        raise EmbeddedPostgresError(f"{ACCOUNT_VARIABLE}={name} is root; PostgreSQL refuses root")
+    return entry
 
 
 def _trusted(folder: Path) -> bool:

@@ -15,7 +15,6 @@ workers keep root (install Python and the project where that account can read th
 
 import logging
 import os
-import pwd
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -77,23 +76,16 @@ def account_named(name: str) -> WorkerAccount:
             f"{', '.join(SHARED_ACCOUNTS)} or the embedded PostgreSQL's {database_account})"
         )
     try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        entry = _create(name)
-    if entry.pw_uid == 0:
-        raise WorkerAccountError(f"{VARIABLE}={name} is root: name an unprivileged account")
-    return WorkerAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def _create(name: str) -> pwd.struct_passwd:
-    try:
-        return system_accounts.create(name)
+        entry = system_accounts.existing_or_created(name)
     except system_accounts.AccountNotCreated as failure:
         raise WorkerAccountError(
             f"as root the workers run as their own account, and {name!r} could not be created "
             f"({failure}): create it (useradd --system --user-group "
             f"{name}), or name another with {VARIABLE}=..., or run as an ordinary user"
         ) from None
+    if entry.pw_uid == 0:
+        raise WorkerAccountError(f"{VARIABLE}={name} is root: name an unprivileged account")
+    return WorkerAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
 def cannot_start_workers(
