@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from importlib.metadata import version
+from typing import NoReturn
 
 from flask import Flask
 from waitress import wasyncore
@@ -358,13 +359,22 @@ def _output_pending(server) -> bool:
     return any(getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values()))
 
 
-def _drain(server: _Server) -> None:
-    """Wait until every answer is in a send buffer and the buffers are sent, then stop."""
+def _drain(server: _Server, listening_closed: threading.Event) -> NoReturn:
+    """Wait until every answer is in a send buffer and the buffers are sent, then stop.
+
+    The SIGINT that stops the main loop waits for stop_listening to have run: waitress
+    runs a trigger's thunks under a bare `except:`, so a KeyboardInterrupt raised while
+    the thunk runs would be swallowed, and the worker would serve on, never stopping."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    listening_closed.wait(max(0.0, deadline - time.monotonic()))
     while (server.answers.count or _output_pending(server)) and time.monotonic() < deadline:
         time.sleep(0.01)
     # The main loop ends on KeyboardInterrupt, after which waitress stops its threads.
-    os.kill(os.getpid(), signal.SIGINT)
+    # Sent again each second until the process ends: one that lands inside another thunk
+    # of the trigger is swallowed the same way. (This thread is a daemon: it ends with us.)
+    while True:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
 
 
 def serve(app: Flask, sock: socket.socket) -> None:
@@ -374,18 +384,21 @@ def serve(app: Flask, sock: socket.socket) -> None:
         _log_client_addresses(app)
     server = create_server(app, sock)
 
+    listening_closed = threading.Event()
+
     def stop_listening():
         # New connections are refused from now on, once every worker has closed its copy
         # of the socket. Runs inside the main loop, between two polls: closing the socket
         # under a running poll would break it.
         wasyncore.dispatcher.close(server)
+        listening_closed.set()
 
     def begin_drain():
         logger.info("SIGTERM: draining", extra={"pid": os.getpid()})
         app.extensions["identity_draining"] = True
         server.draining = True
         server.trigger.pull_trigger(stop_listening)
-        _drain(server)
+        _drain(server, listening_closed)
 
     # Ctrl-C, and the end of a drain, stop the main loop, even when our parent started
     # us with SIGINT ignored (as shells do for background jobs). Installed first: a
