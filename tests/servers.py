@@ -89,9 +89,9 @@ class ServerProcess:
 
         A stop still running after DRAIN_WARNING_S is reported as a warning with the
         threads of the supervisor and its workers (py-spy). A server still running once
-        the supervisor's own stop timeout has passed is killed, with a second warning: an
-        open defect (docs/deployment.md, "Worker processes") that a test about something
-        else should report, not fail on."""
+        the supervisor's own stop timeout has passed is killed, with a second warning: a
+        test about something else reports a stop that hangs (docs/deployment.md, "How a
+        drain ends"), and does not fail on it."""
         self.process.terminate()
         try:
             return self.process.wait(DRAIN_WARNING_S)
