@@ -17,7 +17,7 @@ import threading
 
 import psycopg2
 import pytest
-from conftest import identify, wait_for
+from conftest import identify, rows, wait_for
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
@@ -159,7 +159,10 @@ class AnswerDroppingProxy:
     """A TCP proxy to PostgreSQL on loopback. Armed, it lets the next query string that
     contains COMMIT through, waits until the server has answered it completely (the
     ReadyForQuery message: the COMMIT is done), and then closes the client's connection
-    instead of passing the answer on: a COMMIT that succeeded, whose answer was lost."""
+    instead of passing the answer on: a COMMIT that succeeded, whose answer was lost.
+
+    With `starts_to_end` above 0, it ends that many of the next new connections after
+    their startup message, as a server does to a backend terminated while it starts."""
 
     def __init__(self, host: str, port: int):
         self.target = (host, port)
@@ -167,6 +170,7 @@ class AnswerDroppingProxy:
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.dropped = threading.Event()
+        self.starts_to_end = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -175,6 +179,11 @@ class AnswerDroppingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.starts_to_end > 0:
+                self.starts_to_end -= 1
+                _receive(client)  # the startup message
+                _close(client)
+                continue
             server = socket.create_connection(self.target)
             commit_sent = threading.Event()
             for pump in (self._upstream, self._downstream):
@@ -246,6 +255,21 @@ def events_of(db, request_id: str) -> list[tuple]:
             (request_id,),
         )
         return cur.fetchall()
+
+
+def test_a_connection_ended_while_it_starts_is_opened_again(proxied_client, proxy):
+    proxy.starts_to_end = 1
+    response = proxied_client.post("/identify", json={"email": "doc@hillvalley.edu"})
+    assert response.status_code == 200, response.get_json()
+    assert proxy.starts_to_end == 0
+
+
+def test_a_connection_ended_twice_while_it_starts_is_a_503(proxied_client, proxy, db):
+    proxy.starts_to_end = 2
+    response = proxied_client.post("/identify", json={"email": "doc@hillvalley.edu"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unreachable"
+    assert rows(db) == []
 
 
 def test_a_detach_whose_commit_answer_was_lost_answers_200_once_done(proxied_client, proxy, db):

@@ -212,7 +212,7 @@ def get_db():
     """The request's connection, taken from the pool on first use."""
     if "db" not in g:
         try:
-            conn = pool_of(current_app).checkout(request_deadline())
+            conn = _checkout(pool_of(current_app), request_deadline())
         except NoFreeConnection:
             raise DatabaseNotAnswering("no free pooled connection before the deadline") from None
         except ConnectTimeout:
@@ -225,6 +225,18 @@ def get_db():
             _discard_db()
             raise DatabaseSwitching("the connection is on a standby (in_hot_standby)")
     return g.db
+
+
+def _checkout(pool: Pool, expires: float) -> ServiceConnection:
+    """A connection from the pool, asked for twice if opening it failed: a backend can be
+    ended while it starts (pg_terminate_backend on the service's connections, a restart),
+    which libpq reports as a failed connect. A second failure is the answer."""
+    try:
+        return pool.checkout(expires)
+    except psycopg2.OperationalError:
+        if time.monotonic() >= expires:
+            raise
+        return pool.checkout(expires)
 
 
 def _failure(conn, error: Exception, doing: str) -> DatabaseUnavailable:
