@@ -266,8 +266,8 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
     from identity.customers.repository import RESOLVE_CUSTOMER
 
     resolve = " ".join(
-        RESOLVE_CUSTOMER.replace("$1", "'c' || :k || '.0@shop.test'")
-        .replace("$2", "(700000000 + :k * 4)::text")
+        RESOLVE_CUSTOMER.replace("%(email)s", "'c' || :k || '.0@shop.test'")
+        .replace("%(phone_number)s", "(700000000 + :k * 4)::text")
         .split()
     )
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
@@ -290,9 +290,11 @@ def pgbench_ceiling(database_url: str, concurrency: int, seconds: int, customers
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
     os.unlink(script.name)
+    if output.returncode != 0:
+        raise SystemExit(f"pgbench failed: {output.stderr.strip()[-500:]}")
+    output = output.stdout
     tps = next(line for line in output.splitlines() if line.startswith("tps"))
     return float(tps.split()[2])
 

@@ -33,7 +33,8 @@ CLASS_MEMBERS = [
     (TcpWSGIServer, "channel_class"),  # _Server sets it
     (TcpWSGIServer, "handle_accept"),  # _Server overrides it, calls it per connection
     (TcpWSGIServer, "maintenance"),  # _Server overrides it (idle-connection cleanup)
-    (TcpWSGIServer, "run"),  # serve() runs the loop
+    (TcpWSGIServer, "readable"),  # _Server overrides it: accepts only when the board allows
+    (TcpWSGIServer, "run"),  # _Server overrides it: waitress's loop, with its own timeout
     (TcpWSGIServer, "add_task"),  # _Server overrides it: feed reads to the long-poll threads
     (HTTPChannel, "handle_close"),  # _Channel overrides it: the lingering close
     (HTTPChannel, "handle_read"),  # _Channel overrides it: drops what arrives while lingering
@@ -53,10 +54,12 @@ CLASS_MEMBERS = [
     (ThreadedTaskDispatcher, "add_task"),  # _LongPollThreads.try_add
     (ThreadedTaskDispatcher, "shutdown"),  # serve() stops the long-poll threads
     (wasyncore.dispatcher, "close"),  # the drain closes the listening socket with it
+    (wasyncore, "poll"),  # _Server.run polls with it (or poll2), as wasyncore.loop does
+    (wasyncore, "poll2"),
 ]
 
 # Instance attributes, read on objects waitress builds.
-SERVER_ATTRIBUTES = ["_map", "active_channels", "trigger", "adj"]
+SERVER_ATTRIBUTES = ["_map", "active_channels", "trigger", "adj", "accepting", "task_dispatcher"]
 CHANNEL_ATTRIBUTES = [
     "request",  # _Channel.received, _Server.maintenance
     "requests",  # _Channel.writable

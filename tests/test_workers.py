@@ -1,18 +1,22 @@
 """Several worker processes on one port (`python wsgi.py` with WORKERS=2).
 
-- Every worker accepts connections on the one port.
+- Every worker accepts connections on the one port, and a burst of connections is shared
+  evenly; a frozen worker does not hold the others back.
 - A killed worker is replaced, counted and logged, and requests keep succeeding.
 - /metrics, whichever worker answers, counts every request of every worker exactly once.
 - SIGTERM drains every worker: requests held on a database lock in each worker still get
   their 200, new connections are refused meanwhile, and the supervisor exits 0.
 """
 
+import collections
 import http.client
 import os
 import re
 import signal
+import socket
 import tempfile
 import threading
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -71,6 +75,52 @@ def test_several_workers_answer_on_one_port(two_workers):
     workers = two_workers.wait_for_workers(2)
     _, answered = answer_from_every_worker(two_workers, workers)
     assert len(answered) == 2
+
+
+def connections_per_worker(server, count: int) -> list[int]:
+    """Open `count` connections at once; how many each worker accepted, most first."""
+    sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
+    try:
+        accepted_by = collections.Counter(server.serving_pid(sock) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return sorted(accepted_by.values(), reverse=True) + [0] * (server.workers - len(accepted_by))
+
+
+def test_a_burst_of_connections_is_shared_evenly_by_the_workers(db, database_url):
+    """Keep-alive connections stay with the worker that accepted them: if the worker that
+    runs first took a whole burst, it would serve alone while the others idle. A worker
+    accepts only while no live sibling holds fewer connections (balance.py)."""
+    with ServerProcess(database_url, WORKERS=4) as server:
+        # At once after the start too: the workers that run first leave the others a share.
+        server.wait_for_workers(4)
+        spreads = []
+        for _ in range(5):
+            spreads.append(connections_per_worker(server, 16))
+            wait_for(lambda: _open_client_connections(server) == 0, "closed connections' end")
+    assert all(spread[0] - spread[-1] <= 1 for spread in spreads), spreads
+
+
+def _open_client_connections(server) -> int:
+    """Accepted connections the workers have not closed yet (ESTABLISHED, CLOSE_WAIT)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        int(fields[1].split(":")[1], 16) == server.port and fields[3] in ("01", "08")
+        for fields in (line.split() for line in lines)
+    )
+
+
+def test_a_frozen_worker_does_not_hold_back_its_siblings(db, database_url):
+    """Its slot on the board goes stale: the others accept as if it were not there."""
+    with ServerProcess(database_url, WORKERS=2, WORKER_TIMEOUT_S=600) as server:
+        frozen, survivor = server.wait_for_workers(2)
+        answer_from_every_worker(server, [frozen, survivor])
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            assert connections_per_worker(server, 8) == [8, 0]
+        finally:
+            os.kill(frozen, signal.SIGCONT)
 
 
 def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(two_workers):

@@ -31,6 +31,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from identity.database.connections import close_pool
 from identity.web.api import LONG_POLL_ALLOWED
 
+from .balance import BoardSlot
 from .logs import configure_logging
 
 # This module subclasses and reaches into waitress (tests/test_waitress_internals.py names
@@ -38,6 +39,9 @@ from .logs import configure_logging
 WAITRESS_VERSION = "3.0.2"
 DRAIN_TIMEOUT_S = 30
 _ACCEPT_BATCH = 256
+# While a worker holds back from accepting (balance.py), its loop looks again this often:
+# the siblings that catch up with it cannot wake it.
+_HOLDING_BACK_POLL_S = 0.01
 # A lingering close (RFC 9112 §9.6) after an early refusal ends once the client has
 # sent nothing for LINGER_IDLE_S, or after LINGER_MAX_S whatever it sends (nginx's
 # lingering_timeout and lingering_time).
@@ -49,6 +53,9 @@ LISTEN_FD_VARIABLE = "IDENTITY_LISTEN_FD"
 # ...and a file whose modification time the main loop renews every second: a worker
 # whose loop stops (frozen, stuck) stops renewing it, and the supervisor replaces it.
 HEARTBEAT_FILE_VARIABLE = "IDENTITY_HEARTBEAT_FILE"
+# ...and the board of open connections per worker (balance.py), with this worker's slot.
+BOARD_FILE_VARIABLE = "IDENTITY_BOARD_FILE"
+BOARD_SLOT_VARIABLE = "IDENTITY_BOARD_SLOT"
 logger = logging.getLogger(__name__)
 client_log = logging.getLogger("identity.client")
 
@@ -283,24 +290,45 @@ class _Channel(HTTPChannel):
 
 
 class _Server(TcpWSGIServer):
-    """Waitress's server, which also closes connections whose request arrives too slowly
-    and accepts every waiting connection at once."""
+    """Waitress's server, which also closes connections whose request arrives too slowly,
+    accepts only while no sibling worker holds fewer connections (balance.py), and then
+    accepts every waiting connection at once."""
 
     channel_class = _Channel
     request_timeout_s = 15
     draining = False  # set on SIGTERM: answers close their connections from then on
     heartbeat_file: str | None = None
+    board: BoardSlot | None = None  # None: no siblings to balance with
+    holding_back = False  # a sibling holds fewer connections: leave the next one to it
 
     def add_task(self, channel):
         if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
             super().add_task(channel)
+
+    def run(self):
+        """waitress's loop (wasyncore.loop), deciding before each poll whether to accept,
+        and polling for a short while only when it holds back."""
+        poll = wasyncore.poll2 if self.adj.asyncore_use_poll else wasyncore.poll
+        try:
+            while self._map:
+                self.holding_back = self.accepting and not self._may_accept()
+                timeout = _HOLDING_BACK_POLL_S if self.holding_back else None
+                poll(timeout or self.adj.asyncore_loop_timeout, self._map)
+        except (SystemExit, KeyboardInterrupt):
+            self.task_dispatcher.shutdown()
+
+    def readable(self):
+        return super().readable() and not self.holding_back
+
+    def _may_accept(self) -> bool:
+        return self.board is None or self.board.may_accept(len(self.active_channels))
 
     def handle_accept(self):
         # Waitress accepts one connection per turn of its loop, and each turn looks at
         # every open connection: a burst of N connections took time quadratic in N
         # (measured: 4,000 at once kept a new client waiting over 10 s).
         for _ in range(_ACCEPT_BATCH):
-            if len(self._map) >= self.adj.connection_limit:
+            if len(self._map) >= self.adj.connection_limit or not self._may_accept():
                 return
             open_before = len(self._map)
             super().handle_accept()
@@ -333,7 +361,9 @@ def _log_client_addresses(app: Flask) -> None:
     app.wsgi_app = logged  # type: ignore[method-assign]  # Flask's way to wrap the WSGI app
 
 
-def create_server(app: Flask, sock: socket.socket) -> _Server:
+def create_server(
+    app: Flask, sock: socket.socket, board: BoardSlot | None = None
+) -> _Server:
     answers = _AnswersInFlight(app)
     adjustments = Adjustments(sockets=[sock], **waitress_settings(app.config))
     dispatcher = ThreadedTaskDispatcher()
@@ -350,6 +380,7 @@ def create_server(app: Flask, sock: socket.socket) -> _Server:
     server.request_timeout_s = app.config["REQUEST_TIMEOUT_S"]
     server.long_polls = _LongPollThreads(app.config["LONG_POLLS"])
     server.heartbeat_file = os.environ.get(HEARTBEAT_FILE_VARIABLE)
+    server.board = board
     server.answers = answers  # what the drain waits for
     return server
 
@@ -377,12 +408,12 @@ def _drain(server: _Server, listening_closed: threading.Event) -> NoReturn:
         time.sleep(1)
 
 
-def serve(app: Flask, sock: socket.socket) -> None:
+def serve(app: Flask, sock: socket.socket, board: BoardSlot | None = None) -> None:
     """Serve on an already listening socket until SIGTERM (drain) or SIGINT (stop)."""
     configure_logging(app.config["LOG_LEVEL"])
     if client_log.isEnabledFor(logging.DEBUG):
         _log_client_addresses(app)
-    server = create_server(app, sock)
+    server = create_server(app, sock, board)
 
     listening_closed = threading.Event()
 
@@ -391,6 +422,8 @@ def serve(app: Flask, sock: socket.socket) -> None:
         # of the socket. Runs inside the main loop, between two polls: closing the socket
         # under a running poll would break it.
         wasyncore.dispatcher.close(server)
+        if board:
+            board.leave()
         listening_closed.set()
 
     def begin_drain():
@@ -435,5 +468,8 @@ def main() -> None:
 
     check_waitress_version()
     sock = socket.socket(fileno=int(os.environ[LISTEN_FD_VARIABLE]))
-    serve(create_app(), sock)
+    board = None
+    if BOARD_FILE_VARIABLE in os.environ:
+        board = BoardSlot(os.environ[BOARD_FILE_VARIABLE], int(os.environ[BOARD_SLOT_VARIABLE]))
+    serve(create_app(), sock, board)
 

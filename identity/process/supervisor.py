@@ -1,7 +1,8 @@
 """The parent process of `python wsgi.py`: WORKERS waitress processes on one port.
 
 The supervisor opens the listening socket itself and every worker inherits it: the kernel
-hands each new connection to whichever worker accepts first. One shared socket rather
+hands each new connection to whichever worker accepts first, and a worker accepts only
+while no live sibling holds fewer open connections (balance.py). One shared socket rather
 than one SO_REUSEPORT socket per worker, because with SO_REUSEPORT the kernel assigns a
 connection to one worker's queue as it arrives, and connections queued at a worker that
 dies or drains are reset; the shared queue survives any worker, so a replacement or a
@@ -43,8 +44,15 @@ from identity import config
 from identity.web import access
 from identity.web.metrics import MULTIPROCESS_DIR_VARIABLE
 
+from .balance import ConnectionBoard
 from .logs import configure_logging
-from .server import HEARTBEAT_FILE_VARIABLE, LISTEN_FD_VARIABLE, check_waitress_version
+from .server import (
+    BOARD_FILE_VARIABLE,
+    BOARD_SLOT_VARIABLE,
+    HEARTBEAT_FILE_VARIABLE,
+    LISTEN_FD_VARIABLE,
+    check_waitress_version,
+)
 from .worker_account import (
     WorkerAccount,
     WorkerAccountError,
@@ -64,6 +72,9 @@ _STABLE_AFTER_S = 10
 # when that is longer): imports and the app's creation come first.
 _START_TIMEOUT_S = 60
 _MAX_RESTART_PAUSE_S = 10
+# At the start, the workers that run first leave the others their share of connections
+# for this long at most (balance.py); a replacement worker joins when it is up.
+_STARTING_HOLD_S = 10
 # A worker: a Ctrl-C passed on while it is still starting is a clean stop, not a traceback.
 _WORKER = (
     "import signal, sys\n"
@@ -122,10 +133,12 @@ def listening_socket(settings: dict) -> socket.socket:
 
 
 class _Slot:
-    """One worker position: its current process, when it started, and its heartbeat file
-    with the last modification time seen there and when (monotonic) it was seen."""
+    """One worker position: its index (its slot on the connection board), its current
+    process, when it started, and its heartbeat file with the last modification time seen
+    there and when (monotonic) it was seen."""
 
-    def __init__(self, heartbeat: str):
+    def __init__(self, index: int, heartbeat: str):
+        self.index = index
         self.process: subprocess.Popen | None = None
         self.started = 0.0
         self.restart_pause = 0.0
@@ -134,6 +147,7 @@ class _Slot:
         self.last_beat = 0
         self.beat_seen_at = 0.0
         self.serving = False  # renewed the file at least once
+        self.hold_until = 0.0  # its board slot counts as live until then, or until it serves
 
 
 class Supervisor:
@@ -149,9 +163,15 @@ class Supervisor:
         self.settings, self.sock, self.restarts, self.hangs = settings, sock, restarts, hangs
         self.account = account
         self.slots = [
-            _Slot(os.path.join(heartbeats, f"worker-{index}"))
+            _Slot(index, os.path.join(heartbeats, f"worker-{index}"))
             for index in range(settings["WORKERS"])
         ]
+        self.board_file = os.path.join(heartbeats, "connections")
+        self.board = ConnectionBoard(
+            self.board_file,
+            len(self.slots),
+            (account.uid, account.gid) if account else None,
+        )
         self.stopping: int | None = None  # the signal that stops us, once received
 
     def _start(self, slot: _Slot) -> None:
@@ -159,6 +179,8 @@ class Supervisor:
             **os.environ,
             LISTEN_FD_VARIABLE: str(self.sock.fileno()),
             HEARTBEAT_FILE_VARIABLE: slot.heartbeat,
+            BOARD_FILE_VARIABLE: self.board_file,
+            BOARD_SLOT_VARIABLE: str(slot.index),
         }
         with open(slot.heartbeat, "w") as heartbeat:
             if self.account:  # renewed by the worker (os.utime): the file must be its own
@@ -197,6 +219,8 @@ class Supervisor:
         if status is None:
             return
         self._forget(slot.process.pid)
+        self.board.clear(slot.index)
+        slot.hold_until = 0.0
         logger.error(
             "worker exited unexpectedly; replacing it",
             extra={"pid": slot.process.pid, "status": status},
@@ -209,6 +233,10 @@ class Supervisor:
             else min(_MAX_RESTART_PAUSE_S, slot.restart_pause * 2 or 0.1)
         )
         slot.process, slot.restart_at = None, now + slot.restart_pause
+
+    def _hold_if_starting(self, slot: _Slot) -> None:
+        if slot.process is not None and not slot.serving and time.monotonic() < slot.hold_until:
+            self.board.hold(slot.index)
 
     def _kill_if_hung(self, slot: _Slot) -> None:
         if slot.process is None or slot.process.poll() is not None:
@@ -243,6 +271,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in self.slots:
             self._start(slot)
+            slot.hold_until = time.monotonic() + _STARTING_HOLD_S
         logger.info(
             "serving",
             extra={
@@ -255,6 +284,7 @@ class Supervisor:
             for slot in self.slots:
                 self._replace_if_dead(slot)
                 self._kill_if_hung(slot)
+                self._hold_if_starting(slot)
             time.sleep(_POLL_S)
         return self._stop(self.stopping)
 
