@@ -31,6 +31,8 @@ STALE_AFTER_S = 3.0
 # connections; about 12 % at hundreds, so that a burst is still accepted many at a turn
 # (each turn of the loop looks at every open connection).
 _SLACK_DIVISOR = 8
+# How long an answer stands while the worker's own count does not change.
+_ANSWER_S = 0.005
 
 
 class ConnectionBoard:
@@ -68,13 +70,21 @@ class BoardSlot:
         finally:
             os.close(fd)
         self._offset = slot * _SLOT.size
+        self._published, self._answer, self._answer_until = -1, True, 0.0
 
     def may_accept(self, connections: int) -> bool:
-        """Publish this worker's open connections; True when it may accept one more."""
+        """Publish this worker's open connections; True when it may accept one more.
+
+        The loop asks at every turn, thousands of times a second under load: while its
+        count stays the same, the last answer stands for _ANSWER_S."""
         now = time.monotonic()
+        if connections == self._published and now < self._answer_until:
+            return self._answer
         _SLOT.pack_into(self._mapped, self._offset, connections, now)
         least = self._least_loaded_sibling(now)
-        return least is None or connections <= least + least // _SLACK_DIVISOR
+        self._published, self._answer_until = connections, now + _ANSWER_S
+        self._answer = least is None or connections <= least + least // _SLACK_DIVISOR
+        return self._answer
 
     def leave(self) -> None:
         """This worker accepts no more (its drain has begun)."""

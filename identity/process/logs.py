@@ -7,10 +7,20 @@ from pythonjsonlogger.json import JsonFormatter
 
 
 class _Formatter(JsonFormatter):
+    """The date, time and offset are worked out once a second, not at every line (the
+    access log writes one per request): a handler formats under its lock, one record at a
+    time."""
+
+    _second: int | None = None
+    _date_and_time = _offset = ""
+
     def formatTime(self, record, datefmt=None):
         """ISO 8601 with milliseconds and the UTC offset: 2026-12-04T21:20:01.123+01:00."""
-        moment = datetime.fromtimestamp(record.created).astimezone()
-        return moment.isoformat(timespec="milliseconds")
+        second, fraction = divmod(record.created, 1)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second).astimezone().isoformat()
+            self._second, self._date_and_time, self._offset = second, moment[:19], moment[19:]
+        return f"{self._date_and_time}.{int(fraction * 1000):03d}{self._offset}"
 
 
 def json_formatter() -> JsonFormatter:

@@ -19,8 +19,8 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, current_app, g, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, current_app, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from identity.database.connections import run_unit
 
@@ -137,10 +137,23 @@ def derived_secret_key(config) -> str:
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie, marked Secure whenever the request itself came over HTTPS."""
+    """Flask's signed cookie, marked Secure whenever the request itself came over HTTPS.
+
+    The API's requests carry no cookie (it is sent to /console only) and never touch the
+    session: for them, nothing is built or sent (Flask would build a signing serializer
+    twice per request, about 50 µs of its CPU time)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return super().get_cookie_secure(app) or request.is_secure
+
+    def open_session(self, app: Flask, incoming: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in incoming.cookies:
+            return self.session_class()
+        return super().open_session(app, incoming)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session or session.modified or session.accessed:
+            super().save_session(app, session, response)
 
 
 def configure_session(app: Flask) -> None:
