@@ -16,12 +16,15 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 from conftest import wait_for
 from servers import ServerProcess, answer_from_every_worker, post_identify
+
+from identity.process.balance import BoardSlot
 
 TIMEOUT_S = 30
 
@@ -121,6 +124,44 @@ def test_a_frozen_worker_does_not_hold_back_its_siblings(db, database_url):
             assert connections_per_worker(server, 8) == [8, 0]
         finally:
             os.kill(frozen, signal.SIGCONT)
+
+
+def test_a_sibling_that_writes_its_slot_but_never_accepts_delays_connections_a_second(
+    db, database_url
+):
+    """A worker may stay live on the board and yet not accept (out of file descriptors,
+    say): its siblings, held back, still take the connections that wait, once a second."""
+    with ServerProcess(database_url, WORKERS=2, WORKER_TIMEOUT_S=600) as server:
+        stuck, survivor = server.wait_for_workers(2)
+        answer_from_every_worker(server, [stuck, survivor])
+        board = BoardSlot(*_board_of(stuck))
+        os.kill(stuck, signal.SIGSTOP)
+        writing = threading.Event()
+
+        def write_a_live_empty_slot():
+            while not writing.wait(0.1):
+                board.may_accept(0)
+
+        writer = threading.Thread(target=write_a_live_empty_slot)
+        writer.start()
+        try:
+            started = time.monotonic()
+            assert connections_per_worker(server, 6) == [6, 0]
+            waited = time.monotonic() - started
+        finally:
+            writing.set()
+            writer.join()
+            os.kill(stuck, signal.SIGCONT)
+    assert waited < 15
+
+
+def _board_of(worker: int) -> tuple[str, int]:
+    """The worker's board file and slot, from its environment."""
+    with open(f"/proc/{worker}/environ", "rb") as environ:
+        entries = dict(
+            entry.split(b"=", 1) for entry in environ.read().split(b"\0") if b"=" in entry
+        )
+    return entries[b"IDENTITY_BOARD_FILE"].decode(), int(entries[b"IDENTITY_BOARD_SLOT"])
 
 
 def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(two_workers):

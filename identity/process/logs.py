@@ -1,6 +1,7 @@
 """Logging for every process of the service: one JSON object per line on stderr."""
 
 import logging
+import math
 from datetime import datetime
 
 from pythonjsonlogger.json import JsonFormatter
@@ -15,12 +16,15 @@ class _Formatter(JsonFormatter):
     _date_and_time = _offset = ""
 
     def formatTime(self, record, datefmt=None):
-        """ISO 8601 with milliseconds and the UTC offset: 2026-12-04T21:20:01.123+01:00."""
-        second, fraction = divmod(record.created, 1)
+        """ISO 8601 with milliseconds and the UTC offset: 2026-12-04T21:20:01.123+01:00.
+        As datetime.fromtimestamp(...).isoformat(timespec="milliseconds") writes it: the
+        time rounded to the microsecond, then cut to the millisecond."""
+        fraction, whole = math.modf(record.created)  # datetime's own rounding steps
+        second, microsecond = divmod(int(whole) * 1_000_000 + round(fraction * 1e6), 1_000_000)
         if second != self._second:
             moment = datetime.fromtimestamp(second).astimezone().isoformat()
             self._second, self._date_and_time, self._offset = second, moment[:19], moment[19:]
-        return f"{self._date_and_time}.{int(fraction * 1000):03d}{self._offset}"
+        return f"{self._date_and_time}.{microsecond // 1000:03d}{self._offset}"
 
 
 def json_formatter() -> JsonFormatter:

@@ -42,6 +42,9 @@ _ACCEPT_BATCH = 256
 # While a worker holds back from accepting (balance.py), its loop looks again this often:
 # the siblings that catch up with it cannot wake it.
 _HOLDING_BACK_POLL_S = 0.01
+# ...and this often it takes whatever connections are waiting all the same: a sibling
+# may write its slot and yet not accept (out of file descriptors, say).
+_PEEK_EVERY_S = 1.0
 # A lingering close (RFC 9112 §9.6) after an early refusal ends once the client has
 # sent nothing for LINGER_IDLE_S, or after LINGER_MAX_S whatever it sends (nginx's
 # lingering_timeout and lingering_time).
@@ -300,22 +303,38 @@ class _Server(TcpWSGIServer):
     heartbeat_file: str | None = None
     board: BoardSlot | None = None  # None: no siblings to balance with
     holding_back = False  # a sibling holds fewer connections: leave the next one to it
+    peeking = False  # held back, but taking the connections that wait all the same
+    next_peek = 0.0
 
     def add_task(self, channel):
         if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
             super().add_task(channel)
 
     def run(self):
-        """waitress's loop (wasyncore.loop), deciding before each poll whether to accept,
-        and polling for a short while only when it holds back."""
+        """waitress's loop (wasyncore.loop), deciding before each poll whether to accept:
+        a worker that holds back polls for 10 ms, not 1 s, and once a second, unless a
+        sibling is still starting, takes the connections already waiting."""
         poll = wasyncore.poll2 if self.adj.asyncore_use_poll else wasyncore.poll
         try:
             while self._map:
-                self.holding_back = self.accepting and not self._may_accept()
-                timeout = _HOLDING_BACK_POLL_S if self.holding_back else None
-                poll(timeout or self.adj.asyncore_loop_timeout, self._map)
+                poll(self._next_turn(), self._map)
         except (SystemExit, KeyboardInterrupt):
             self.task_dispatcher.shutdown()
+
+    def _next_turn(self) -> float:
+        """Decide whether this turn accepts; returns how long its poll may wait."""
+        board = self.board
+        if board is None or not self.accepting or self._may_accept():
+            self.holding_back = self.peeking = False
+            self.next_peek = time.monotonic() + _PEEK_EVERY_S
+            return self.adj.asyncore_loop_timeout
+        now = time.monotonic()
+        self.peeking = now >= self.next_peek and not board.sibling_starting
+        self.holding_back = not self.peeking
+        if self.peeking:
+            self.next_peek = now + _PEEK_EVERY_S
+            return 0.0  # only the connections that wait already
+        return _HOLDING_BACK_POLL_S
 
     def readable(self):
         return super().readable() and not self.holding_back
@@ -328,7 +347,9 @@ class _Server(TcpWSGIServer):
         # every open connection: a burst of N connections took time quadratic in N
         # (measured: 4,000 at once kept a new client waiting over 10 s).
         for _ in range(_ACCEPT_BATCH):
-            if len(self._map) >= self.adj.connection_limit or not self._may_accept():
+            if len(self._map) >= self.adj.connection_limit:
+                return
+            if not (self.peeking or self._may_accept()):
                 return
             open_before = len(self._map)
             super().handle_accept()
@@ -361,9 +382,7 @@ def _log_client_addresses(app: Flask) -> None:
     app.wsgi_app = logged  # type: ignore[method-assign]  # Flask's way to wrap the WSGI app
 
 
-def create_server(
-    app: Flask, sock: socket.socket, board: BoardSlot | None = None
-) -> _Server:
+def create_server(app: Flask, sock: socket.socket, board: BoardSlot | None = None) -> _Server:
     answers = _AnswersInFlight(app)
     adjustments = Adjustments(sockets=[sock], **waitress_settings(app.config))
     dispatcher = ThreadedTaskDispatcher()

@@ -147,7 +147,7 @@ class _Slot:
         self.last_beat = 0
         self.beat_seen_at = 0.0
         self.serving = False  # renewed the file at least once
-        self.hold_until = 0.0  # its board slot counts as live until then, or until it serves
+        self.hold_until = 0.0  # its board slot says "starting" until then, or until it serves
 
 
 class Supervisor:
@@ -157,16 +157,16 @@ class Supervisor:
         sock: socket.socket,
         restarts,
         hangs,
-        heartbeats: str,
+        run_dir: str,
         account: WorkerAccount | None = None,
     ):
         self.settings, self.sock, self.restarts, self.hangs = settings, sock, restarts, hangs
         self.account = account
         self.slots = [
-            _Slot(index, os.path.join(heartbeats, f"worker-{index}"))
+            _Slot(index, os.path.join(run_dir, f"worker-{index}"))
             for index in range(settings["WORKERS"])
         ]
-        self.board_file = os.path.join(heartbeats, "connections")
+        self.board_file = os.path.join(run_dir, "connections")
         self.board = ConnectionBoard(
             self.board_file,
             len(self.slots),
@@ -235,8 +235,17 @@ class Supervisor:
         slot.process, slot.restart_at = None, now + slot.restart_pause
 
     def _hold_if_starting(self, slot: _Slot) -> None:
-        if slot.process is not None and not slot.serving and time.monotonic() < slot.hold_until:
+        """A worker of the first start that does not serve yet is marked as starting on
+        the board, for _STARTING_HOLD_S at most; once it serves, it writes its own slot."""
+        if not slot.hold_until or slot.process is None:
+            return
+        if slot.serving:
+            slot.hold_until = 0.0
+        elif time.monotonic() < slot.hold_until:
             self.board.hold(slot.index)
+        else:
+            self.board.clear(slot.index)
+            slot.hold_until = 0.0
 
     def _kill_if_hung(self, slot: _Slot) -> None:
         if slot.process is None or slot.process.poll() is not None:

@@ -141,7 +141,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
     The API's requests carry no cookie (it is sent to /console only) and never touch the
     session: for them, nothing is built or sent (Flask would build a signing serializer
-    twice per request, about 50 µs of its CPU time)."""
+    at every request: about 50 µs of its CPU time)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return super().get_cookie_secure(app) or request.is_secure
