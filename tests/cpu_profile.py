@@ -1,6 +1,6 @@
 """`make profile`: where a loaded worker spends its CPU, in microseconds per request.
 
-    python tests/cpu_profile.py [--seconds 20] [--threads 8] [--stacks stacks.txt]
+    python tests/cpu_profile.py [--seconds 20] [--threads 4] [--stacks stacks.txt]
 
 Runs `make bench`'s preload and checkout mix against one worker (WORKERS=1) on a fresh
 embedded PostgreSQL, samples that worker with py-spy (a sampling profiler, development
@@ -13,6 +13,7 @@ proportion. Needs ptrace rights over the worker (root, or ptrace_scope 0).
 
 import argparse
 import collections
+import os
 import subprocess
 import sys
 import tempfile
@@ -92,7 +93,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 4)))
     parser.add_argument("--stacks", default=f"{tempfile.gettempdir()}/identity-stacks.txt")
     args = parser.parse_args()
     with EmbeddedPostgres(durable=True) as server:

@@ -42,8 +42,10 @@ _ACCEPT_BATCH = 256
 # While a worker holds back from accepting (balance.py), its loop looks again this often:
 # the siblings that catch up with it cannot wake it.
 _HOLDING_BACK_POLL_S = 0.01
-# ...and this often it takes whatever connections are waiting all the same: a sibling
-# may write its slot and yet not accept (out of file descriptors, say).
+# ...and this often it looks at the listening socket all the same: a sibling may write its
+# slot and yet not accept (out of file descriptors, say). A connection seen waiting there
+# is left _HOLDING_BACK_POLL_S more to the siblings; if one still waits then, it takes it
+# (and looks again after as long, while connections wait).
 _PEEK_EVERY_S = 1.0
 # A lingering close (RFC 9112 §9.6) after an early refusal ends once the client has
 # sent nothing for LINGER_IDLE_S, or after LINGER_MAX_S whatever it sends (nginx's
@@ -303,8 +305,10 @@ class _Server(TcpWSGIServer):
     heartbeat_file: str | None = None
     board: BoardSlot | None = None  # None: no siblings to balance with
     holding_back = False  # a sibling holds fewer connections: leave the next one to it
-    peeking = False  # held back, but taking the connections that wait all the same
+    peeking = False  # held back, but looking at the listening socket this turn
     next_peek = 0.0
+    peek_found_waiting = False  # this turn's peek found a connection waiting
+    seen_waiting = False  # the last peek found one waiting: the next takes one
 
     def add_task(self, channel):
         if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
@@ -313,7 +317,8 @@ class _Server(TcpWSGIServer):
     def run(self):
         """waitress's loop (wasyncore.loop), deciding before each poll whether to accept:
         a worker that holds back polls for 10 ms, not 1 s, and once a second, unless a
-        sibling is still starting, takes the connections already waiting."""
+        sibling is still starting, looks at the listening socket: a connection that still
+        waits 10 ms later, it takes."""
         poll = wasyncore.poll2 if self.adj.asyncore_use_poll else wasyncore.poll
         try:
             while self._map:
@@ -324,8 +329,10 @@ class _Server(TcpWSGIServer):
     def _next_turn(self) -> float:
         """Decide whether this turn accepts; returns how long its poll may wait."""
         board = self.board
+        if self.peeking:  # the last turn peeked: remember what it found until the next
+            self.seen_waiting, self.peek_found_waiting = self.peek_found_waiting, False
         if board is None or not self.accepting or self._may_accept():
-            self.holding_back = self.peeking = False
+            self.holding_back = self.peeking = self.seen_waiting = False
             self.next_peek = time.monotonic() + _PEEK_EVERY_S
             return self.adj.asyncore_loop_timeout
         now = time.monotonic()
@@ -343,18 +350,25 @@ class _Server(TcpWSGIServer):
         return self.board is None or self.board.may_accept(len(self.active_channels))
 
     def handle_accept(self):
+        if self.peeking:  # held back, yet a connection waits
+            self.peek_found_waiting = True
+            if self.seen_waiting:  # one waited at the last peek too: take one
+                self._accept_one()
+            self.next_peek = time.monotonic() + _HOLDING_BACK_POLL_S
+            return
         # Waitress accepts one connection per turn of its loop, and each turn looks at
         # every open connection: a burst of N connections took time quadratic in N
         # (measured: 4,000 at once kept a new client waiting over 10 s).
         for _ in range(_ACCEPT_BATCH):
-            if len(self._map) >= self.adj.connection_limit:
+            if len(self._map) >= self.adj.connection_limit or not self._may_accept():
                 return
-            if not (self.peeking or self._may_accept()):
+            if not self._accept_one():  # nothing left to accept
                 return
-            open_before = len(self._map)
-            super().handle_accept()
-            if len(self._map) == open_before:  # nothing left to accept
-                return
+
+    def _accept_one(self) -> bool:
+        open_before = len(self._map)
+        super().handle_accept()
+        return len(self._map) > open_before
 
     def maintenance(self, now):
         super().maintenance(now)  # closes connections idle for longer than channel_timeout
