@@ -19,12 +19,10 @@ of 5,000 rows instead.
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
-from servers import PROJECT_ROOT, ServerProcess  # puts the project on sys.path
+from servers import (  # puts the project on sys.path
+    PROJECT_ROOT,
+    ServerProcess,
+    connections_per_worker,
+)
 
 from identity.config import default_workers
 from identity.database.migrations import migrate
@@ -419,20 +421,6 @@ def _database():
         return os.environ["DATABASE_URL"], None
     server = EmbeddedPostgres(durable=True)
     return server.start(), server
-
-
-def connections_per_worker(service, count: int) -> list[int]:
-    """How `count` connections opened at once spread over the workers, most loaded first.
-
-    Keep-alive connections stay with the worker that accepted them, so this is how the
-    load of the measurement that follows is shared."""
-    sockets = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(count)]
-    try:
-        accepted_by = collections.Counter(service.serving_pid(sock) for sock in sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return sorted(accepted_by.values(), reverse=True) + [0] * (service.workers - len(accepted_by))
 
 
 def _measure(service, workload: Workload, concurrency: int, seconds: int, label: str) -> dict:

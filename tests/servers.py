@@ -1,5 +1,6 @@
 """Real server processes and a small HTTP client, shared by the tests and the benchmark."""
 
+import collections
 import ctypes
 import http.client
 import json
@@ -185,6 +186,20 @@ def _server_side_inode(server_port: int, client_port: int) -> str:
         if local_port == server_port and remote_port == client_port:
             return fields[9]
     raise LookupError("no such connection")
+
+
+def connections_per_worker(service: ServerProcess, count: int) -> list[int]:
+    """How `count` connections opened at once spread over the workers, most loaded first.
+
+    Keep-alive connections stay with the worker that accepted them, so this is how the
+    load of the measurement that follows is shared."""
+    sockets = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(count)]
+    try:
+        accepted_by = collections.Counter(service.serving_pid(sock) for sock in sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return sorted(accepted_by.values(), reverse=True) + [0] * (service.workers - len(accepted_by))
 
 
 def answer_from_every_worker(

@@ -8,12 +8,10 @@
   their 200, new connections are refused meanwhile, and the supervisor exits 0.
 """
 
-import collections
 import http.client
 import os
 import re
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -22,7 +20,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 from conftest import wait_for
-from servers import ServerProcess, answer_from_every_worker, post_identify
+from servers import (
+    ServerProcess,
+    answer_from_every_worker,
+    connections_per_worker,
+    post_identify,
+)
 
 from identity.process.balance import BoardSlot
 
@@ -78,17 +81,6 @@ def test_several_workers_answer_on_one_port(two_workers):
     workers = two_workers.wait_for_workers(2)
     _, answered = answer_from_every_worker(two_workers, workers)
     assert len(answered) == 2
-
-
-def connections_per_worker(server, count: int) -> list[int]:
-    """Open `count` connections at once; how many each worker accepted, most first."""
-    sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
-    try:
-        accepted_by = collections.Counter(server.serving_pid(sock) for sock in sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return sorted(accepted_by.values(), reverse=True) + [0] * (server.workers - len(accepted_by))
 
 
 def test_a_burst_of_connections_is_shared_evenly_by_the_workers(db, database_url):
