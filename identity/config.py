@@ -155,9 +155,8 @@ def default_workers() -> int:
 
 
 def from_environment() -> dict:
-    # Four threads keep a core busy: a request spends about as long waiting for the
-    # database as running Python. More only interleave more requests under one GIL, which
-    # lengthens the tail (docs/benchmarks.md: p99 at concurrency 16, 70 ms with 8, 42 with 4).
+    # More threads only interleave more requests under one GIL, which lengthens the tail
+    # (docs/benchmarks.md: p99 at concurrency 16, 70 ms with 8 threads, 41-46 ms with 4).
     threads = _int("THREADS", 4)
     idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {

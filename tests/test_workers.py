@@ -118,11 +118,12 @@ def test_a_frozen_worker_does_not_hold_back_its_siblings(db, database_url):
             os.kill(frozen, signal.SIGCONT)
 
 
-def test_a_sibling_that_writes_its_slot_but_never_accepts_delays_connections_a_second(
+def test_a_sibling_that_writes_its_slot_but_never_accepts_only_delays_connections(
     db, database_url
 ):
     """A worker may stay live on the board and yet not accept (out of file descriptors,
-    say): its siblings, held back, still take the connections that wait, once a second."""
+    say): a held-back sibling looks at the listening socket once a second and takes a
+    connection that still waits 10 ms later, then one every 10 ms while they wait."""
     with ServerProcess(database_url, WORKERS=2, WORKER_TIMEOUT_S=600) as server:
         stuck, survivor = server.wait_for_workers(2)
         answer_from_every_worker(server, [stuck, survivor])

@@ -296,8 +296,9 @@ class _Channel(HTTPChannel):
 
 class _Server(TcpWSGIServer):
     """Waitress's server, which also closes connections whose request arrives too slowly,
-    accepts only while no sibling worker holds fewer connections (balance.py), and then
-    accepts every waiting connection at once."""
+    and accepts only while no sibling worker holds fewer connections (balance.py): as
+    many waiting connections in one turn as its share allows, and, held back, one that
+    waits too long (run)."""
 
     channel_class = _Channel
     request_timeout_s = 15
@@ -336,6 +337,8 @@ class _Server(TcpWSGIServer):
             self.next_peek = time.monotonic() + _PEEK_EVERY_S
             return self.adj.asyncore_loop_timeout
         now = time.monotonic()
+        if board.sibling_starting:  # its share is left to it: nothing is taken meanwhile
+            self.seen_waiting = False
         self.peeking = now >= self.next_peek and not board.sibling_starting
         self.holding_back = not self.peeking
         if self.peeking:
