@@ -9,6 +9,16 @@ class AccountNotCreated(Exception):
     """useradd could not make the account; the message is its reason."""
 
 
+def what_to_do(name: str, variable: str, failure: AccountNotCreated) -> str:
+    """The end of the one-line refusal when `name` (the account `variable` names) could
+    not be created: why, and the operator's three ways out."""
+    return (
+        f"{name!r} could not be created ({failure}): create it (useradd --system "
+        f"--user-group {name}), or name another with {variable}=..., or run as an "
+        "ordinary user"
+    )
+
+
 def existing_or_created(name: str) -> pwd.struct_passwd:
     """The account, created when missing."""
     try:

@@ -4,6 +4,7 @@ The session starts one throwaway embedded PostgreSQL (or uses TEST_DATABASE_URL)
 applies the schema; each test starts from an empty contact table.
 """
 
+import contextlib
 import os
 import time
 
@@ -74,6 +75,17 @@ def app(db, database_url):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@contextlib.contextmanager
+def client_on(url: str):
+    """A test client of an app of its own on the database at url (two pooled
+    connections), its pool closed afterwards."""
+    app = create_app({"TESTING": True, "DATABASE_URL": url, "POOL_SIZE": 2})
+    try:
+        yield app.test_client()
+    finally:
+        close_pool(app)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 import pytest
-from conftest import emptied_database, identify, wait_for
+from conftest import client_on, emptied_database, identify, wait_for
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import (
     WerkzeugOpenAPIRequest,
@@ -20,9 +20,7 @@ from openapi_core.contrib.werkzeug import (
 from servers import ServerProcess, post_identify
 from werkzeug.test import EnvironBuilder
 
-from identity import create_app
 from identity.config import PROJECT_ROOT
-from identity.database.connections import close_pool
 from identity.database.migrations import migrate
 from identity.dev.embedded import EmbeddedPostgres
 from identity.feed import events as feed
@@ -176,9 +174,8 @@ def young_db(young_cluster):
 
 @pytest.fixture
 def young_client(young_cluster, young_db):
-    app = create_app({"TESTING": True, "DATABASE_URL": young_cluster.url, "POOL_SIZE": 2})
-    yield app.test_client()
-    close_pool(app)
+    with client_on(young_cluster.url) as client:
+        yield client
 
 
 def test_following_next_sees_every_event_once_across_a_power_of_ten(young_client, young_db):

@@ -6,13 +6,13 @@ import uuid
 
 import psycopg2
 import pytest
+from conftest import client_on
 from psycopg2.extensions import make_dsn
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
 from identity.database import ledger as ledger_sql
 from identity.database import migrations, transaction
-from identity.database.connections import close_pool
 from identity.database.migrations import MigrationError, discover, migrate
 
 SCHEMA_DIR = PROJECT_ROOT / "sql"
@@ -130,9 +130,8 @@ def test_a_database_of_the_previous_release_is_adopted_and_upgraded(fresh_databa
     assert query(fresh_database, EVENTS) == events
     assert migrate(fresh_database, SCHEMA_DIR).applied == []
     # And the upgraded database serves: the customers are there, linked as before.
-    app = create_app({"TESTING": True, "DATABASE_URL": fresh_database, "POOL_SIZE": 2})
-    answer = app.test_client().post("/identify", json={"phoneNumber": "717171"}).get_json()
-    close_pool(app)
+    with client_on(fresh_database) as client:
+        answer = client.post("/identify", json={"phoneNumber": "717171"}).get_json()
     assert answer["contact"] == {
         "primaryContactId": 11,
         "emails": ["george@hillvalley.edu", "biffsucks@hillvalley.edu"],

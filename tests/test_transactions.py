@@ -17,7 +17,7 @@ import threading
 
 import psycopg2
 import pytest
-from conftest import identify, rows, wait_for
+from conftest import client_on, identify, rows, wait_for
 
 from identity import create_app
 from identity.config import PROJECT_ROOT
@@ -243,9 +243,8 @@ def proxy(database_url):
 
 @pytest.fixture
 def proxied_client(db, proxy):
-    app = create_app({"TESTING": True, "DATABASE_URL": proxy.url, "POOL_SIZE": 2})
-    yield app.test_client()
-    close_pool(app)
+    with client_on(proxy.url) as client:
+        yield client
 
 
 def events_of(db, request_id: str) -> list[tuple]:

@@ -178,10 +178,8 @@ def _server_account() -> pwd.struct_passwd:
         entry = system_accounts.existing_or_created(name)
     except system_accounts.AccountNotCreated as failure:
         raise EmbeddedPostgresError(
-            f"as root the server runs as its own account, and {name!r} could not be "
-            f"created ({failure}): create it "
-            f"(useradd --system --user-group {name}), or name another with "
-            f"{ACCOUNT_VARIABLE}=..., or run as an ordinary user"
+            "as root the server runs as its own account, and "
+            + system_accounts.what_to_do(name, ACCOUNT_VARIABLE, failure)
         ) from None
     if entry.pw_uid == 0:
         raise EmbeddedPostgresError(f"{ACCOUNT_VARIABLE}={name} is root; PostgreSQL refuses root")

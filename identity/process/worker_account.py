@@ -79,9 +79,8 @@ def account_named(name: str) -> WorkerAccount:
         entry = system_accounts.existing_or_created(name)
     except system_accounts.AccountNotCreated as failure:
         raise WorkerAccountError(
-            f"as root the workers run as their own account, and {name!r} could not be created "
-            f"({failure}): create it (useradd --system --user-group "
-            f"{name}), or name another with {VARIABLE}=..., or run as an ordinary user"
+            "as root the workers run as their own account, and "
+            + system_accounts.what_to_do(name, VARIABLE, failure)
         ) from None
     if entry.pw_uid == 0:
         raise WorkerAccountError(f"{VARIABLE}={name} is root: name an unprivileged account")
