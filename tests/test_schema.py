@@ -56,6 +56,20 @@ def test_updated_at_is_set_on_every_update(db):
         assert cur.fetchone() == (True,)
 
 
+def _plan_of_customer_rows(cur) -> str:
+    """The plan customer_rows runs: the query of its body, with its arguments as
+    parameters, planned as a generic plan (the function forces one: the plan it keeps
+    for the server session)."""
+    cur.execute("SELECT prosrc FROM pg_proc WHERE proname = 'customer_rows'")
+    query = cur.fetchone()[0].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+    for number, argument in enumerate(
+        ("wanted_email", "wanted_phone_number", "wanted_contact_id"), start=1
+    ):
+        query = query.replace(argument, f"${number}")
+    cur.execute("EXPLAIN (GENERIC_PLAN) " + query)
+    return "\n".join(line for (line,) in cur.fetchall())
+
+
 def test_every_lookup_of_the_resolve_query_is_an_index_scan(db):
     with db.cursor() as cur:
         cur.execute(
@@ -63,11 +77,54 @@ def test_every_lookup_of_the_resolve_query_is_an_index_scan(db):
                SELECT 'user' || n || '@x.io', n::text, 'primary' FROM generate_series(1, 20000) n"""
         )
         cur.execute("ANALYZE contact")
-        cur.execute("EXPLAIN " + RESOLVE_CUSTOMER, {"email": "user7@x.io", "phone_number": "7"})
-        plan = "\n".join(line for (line,) in cur.fetchall())
+        plan = _plan_of_customer_rows(cur)
     assert "Seq Scan" not in plan, plan
-    for index in ("contact_email_live", "contact_phone_number_live", "contact_linked_id_live"):
+    for index in (
+        "contact_email_live",
+        "contact_phone_number_live",
+        "contact_linked_id_live",
+        "contact_pkey",
+    ):
         assert index in plan, plan
+
+
+def test_the_resolve_query_is_planned_once_per_session(db):
+    """The function keeps one generic plan for the session: no plan at every call."""
+    with db.cursor() as cur:
+        cur.execute("SELECT proconfig FROM pg_proc WHERE proname = 'customer_rows'")
+        assert cur.fetchone()[0] == ["plan_cache_mode=force_generic_plan"]
+
+
+def _scans_of_contact(cur, email: str) -> tuple[int, int]:
+    """(sequential, index) scans of contact by one customer_rows call: the difference it
+    makes to pg_stat_xact_user_tables, which counts what the session has not yet
+    reported, the current transaction included."""
+    counted = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'contact'"
+    cur.execute("BEGIN")
+    cur.execute(counted)
+    before = cur.fetchone()
+    cur.execute("SELECT count(*) FROM customer_rows(%s, NULL, NULL)", (email,))
+    cur.execute(counted)
+    after = cur.fetchone()
+    cur.execute("ROLLBACK")
+    return after[0] - before[0], after[1] - before[1]
+
+
+def test_a_plan_from_a_tiny_table_is_not_kept_when_it_grows(db):
+    """A session that looked customers up while the table was tiny (statistics of one
+    page) still looks them up by index once the table has grown, before any new ANALYZE:
+    a plan kept from the tiny table would scan it whole."""
+    insert = """INSERT INTO contact (email, phoneNumber, linkPrecedence)
+                SELECT 'user' || n || '@x.io', n::text, 'primary'
+                  FROM generate_series(%s, %s) n"""
+    with db.cursor() as cur:
+        cur.execute(insert, (1, 100))
+        cur.execute("ANALYZE contact")
+        for _ in range(6):
+            _scans_of_contact(cur, "user7@x.io")
+        cur.execute(insert, (101, 20000))
+        sequential, by_index = _scans_of_contact(cur, "user7@x.io")
+    assert sequential == 0 and by_index > 0
 
 
 def test_reading_back_the_inserted_row_is_an_index_scan(db):

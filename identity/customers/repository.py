@@ -14,77 +14,19 @@ from identity.database import transaction
 
 from .model import ContactRow
 
-# Every live row of the stored groups that the rows in `matched` belong to, oldest row
-# first: SPEC §5's set C, or more when orphans are involved (reconcile and linking decide
-# which of these rows form the customer). The look-ups below differ only in how they find
-# `matched`.
-#
-#   ancestry   Walks linkedId upwards from every matched row through live rows. Invariant
-#              §6.1 keeps every walk to one step; UNION (not UNION ALL) drops repeats, so
-#              the walk ends even on data that breaks the invariant. The parent is fetched
-#              in a LATERAL subquery with LIMIT 1, which the planner cannot turn into a
-#              hash join: always a primary-key look-up, even while the table's statistics
-#              are stale (a young, fast-growing table).
-#   roots      Where the walks lead: a live primary, or the id of a soft-deleted primary
-#              whose live secondaries are orphans (SPEC §2).
-#   groups     Each root and every live row that links to it: an index look-up each, by
-#              id and by linkedId, in a LATERAL subquery so that the planner cannot choose
-#              a hash join over the whole table. DISTINCT drops the repeats that a chain
-#              (data breaking §6.1) would bring.
-_CUSTOMER_OF_MATCHED = """
-ancestry (id, linkedId) AS (
-    SELECT id, linkedId FROM matched
-    UNION
-    SELECT parent.id, parent.linkedId
-      FROM ancestry
-     CROSS JOIN LATERAL (
-           SELECT id, linkedId FROM contact
-            WHERE id = ancestry.linkedId AND deletedAt IS NULL
-            LIMIT 1) AS parent
-),
-roots AS (
-    SELECT DISTINCT COALESCE(linkedId, id) AS id FROM ancestry
-),
-groups AS (
-    SELECT member.*
-      FROM roots
-     CROSS JOIN LATERAL (
-           SELECT * FROM contact WHERE id = roots.id
-           UNION ALL
-           SELECT * FROM contact WHERE linkedId = roots.id AND deletedAt IS NULL) AS member
-)
-SELECT DISTINCT id, email, phoneNumber, linkedId, linkPrecedence, createdAt
-  FROM groups
- WHERE deletedAt IS NULL
- ORDER BY createdAt, id
+# Every live row of the stored groups that the rows matching the values belong to,
+# oldest row first: SPEC §5's set C, or more when orphans are involved (reconcile and
+# linking decide which of these rows form the customer). The recursive CTE itself is the
+# function customer_rows, sql/013_customer_rows.sql, so that PostgreSQL plans it once per
+# server session, not at every checkout; an absent value is NULL and matches nothing.
+RESOLVE_CUSTOMER = """
+SELECT * FROM customer_rows(%(email)s, %(phone_number)s, NULL) ORDER BY createdAt, id
 """
-
-# C for a request's e-mail and phone number: `matched` is M of SPEC §5, the live rows
-# with either value (`= NULL` is never true, so an absent value matches nothing); two
-# partial-index scans.
-RESOLVE_CUSTOMER = (
-    """
-WITH RECURSIVE
-matched AS (
-    SELECT id, linkedId
-      FROM contact
-     WHERE deletedAt IS NULL
-       AND (email = %(email)s OR phoneNumber = %(phone_number)s)
-),
-"""
-    + _CUSTOMER_OF_MATCHED
-)
 
 # C of one row, by its id (GET /contacts/{id}); nothing when the row is deleted.
-RESOLVE_CUSTOMER_OF_CONTACT = (
-    """
-WITH RECURSIVE
-matched AS (
-    SELECT id, linkedId FROM contact WHERE id = %(contact_id)s AND deletedAt IS NULL
-),
+RESOLVE_CUSTOMER_OF_CONTACT = """
+SELECT * FROM customer_rows(NULL, NULL, %(contact_id)s) ORDER BY createdAt, id
 """
-    + _CUSTOMER_OF_MATCHED
-)
 
 # Takes, as the first statements of the write transaction, in one fixed global order,
 # every lock the write needs (see docs/design.md, "The write path in detail"):
