@@ -67,6 +67,7 @@ def profile(args, database_url: str) -> None:
     with bench._service(database_url, args.threads, workers=1) as service:
         preload = bench._requests(workload.preload(bench.PRELOAD_CHECKOUTS), service.port)
         bench.drive(service, preload, args.concurrency).report("preload (10,000 checkouts)")
+        bench.analyze(database_url)
         mixed = bench._requests(workload.checkouts(args.seconds * 6000), service.port)
         sampler = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(service.worker_pids()[0]), "--gil",
