@@ -576,7 +576,7 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=int, default=10)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--floor-seconds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 4)))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 2)))
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
     parser.add_argument("--scale", action="store_true", help="latency at 10 k and 1 M rows")
     args = parser.parse_args()

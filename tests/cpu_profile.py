@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 4)))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 2)))
     parser.add_argument("--stacks", default=f"{tempfile.gettempdir()}/identity-stacks.txt")
     args = parser.parse_args()
     with EmbeddedPostgres(durable=True) as server:

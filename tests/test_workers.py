@@ -187,7 +187,7 @@ def test_metrics_count_every_request_once_whichever_worker_answers(two_workers):
         assert sample(text, count, **metrics) == scraped  # earlier scrapes, not this one
         assert sample(text, "identity_identify_outcomes_total", outcome="new_customer") == sent
         assert sample(text, "identity_http_requests_in_flight") == 1  # this scrape
-        assert sample(text, "identity_db_pool_size") == 2 * 4  # WORKERS x POOL_SIZE (THREADS)
+        assert sample(text, "identity_db_pool_size") == 2 * 2  # WORKERS x POOL_SIZE (THREADS)
 
 
 class HeldRequest:
