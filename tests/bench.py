@@ -252,8 +252,9 @@ def _requests(bodies: list[dict], port: int) -> list[bytes]:
     return [http_request(body, port) for body in bodies]
 
 
-# The minimal work of one request: the recursive-CTE look-up by e-mail or phone, and an
-# insert for one request in six; pgbench's simple protocol plans every statement.
+# The minimal work of one request: the look-up by e-mail and phone as the service sends it
+# (customer_rows, in the simple protocol like psycopg2), and an insert for one request in
+# six.
 PGBENCH_SCRIPT = """
 \\set k random(0, {customers} - 1)
 \\set r random(1, 6)

@@ -88,8 +88,8 @@ def parts_of_a_checkout(database_url: str, repeat: int) -> None:
     def executed_in_postgresql():
         with conn.cursor() as cur:
             cur.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE resolve_customer(%s, NULL)",
-                ("big0@shop.test",),
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + repository.RESOLVE_CUSTOMER,
+                {"email": "big0@shop.test", "phone_number": None},
             )
             return cur.fetchone()[0][0]["Execution Time"]
 

@@ -1,10 +1,12 @@
 """SPEC §2: the table, its constraints and indexes."""
 
+import contextlib
+
 import psycopg2
 import pytest
 from conftest import identify, rows
 
-from identity.customers.repository import RESOLVE_CUSTOMER, SELECT_INSERTED_CONTACT
+from identity.customers.repository import SELECT_INSERTED_CONTACT
 from identity.database import transaction
 from identity.database.connections import run_unit
 
@@ -56,18 +58,31 @@ def test_updated_at_is_set_on_every_update(db):
         assert cur.fetchone() == (True,)
 
 
-def _plan_of_customer_rows(cur) -> str:
-    """The plan customer_rows runs: the query of its body, with its arguments as
-    parameters, planned as a generic plan (the function forces one: the plan it keeps
-    for the server session)."""
+@contextlib.contextmanager
+def customer_rows_body_prepared(cur):
+    """The query of customer_rows's body as the prepared statement customer_rows_body,
+    with the function's argument types: what the function plans, to EXPLAIN."""
     cur.execute("SELECT prosrc FROM pg_proc WHERE proname = 'customer_rows'")
     query = cur.fetchone()[0].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
     for number, argument in enumerate(
         ("wanted_email", "wanted_phone_number", "wanted_contact_id"), start=1
     ):
         query = query.replace(argument, f"${number}")
-    cur.execute("EXPLAIN (GENERIC_PLAN) " + query)
-    return "\n".join(line for (line,) in cur.fetchall())
+    cur.execute("PREPARE customer_rows_body(text, text, integer) AS " + query)
+    try:
+        yield
+    finally:
+        cur.execute("DEALLOCATE customer_rows_body")
+
+
+def _plan_of_customer_rows(cur) -> str:
+    """The plan customer_rows keeps for a session: a generic plan, as it forces."""
+    cur.execute("SET plan_cache_mode = force_generic_plan")
+    with customer_rows_body_prepared(cur):
+        cur.execute("EXPLAIN EXECUTE customer_rows_body('user7@x.io', '7', NULL)")
+        plan = "\n".join(line for (line,) in cur.fetchall())
+    cur.execute("RESET plan_cache_mode")
+    return plan
 
 
 def test_every_lookup_of_the_resolve_query_is_an_index_scan(db):
@@ -95,6 +110,23 @@ def test_the_resolve_query_is_planned_once_per_session(db):
         assert cur.fetchone()[0] == ["plan_cache_mode=force_generic_plan"]
 
 
+def test_the_look_up_changes_no_setting_of_its_caller(db):
+    """On a tiny table the function plans each call for itself by changing
+    plan_cache_mode: for its call only, not for the rest of the caller's transaction."""
+    with db.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT current_setting('plan_cache_mode')")
+        before = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM customer_rows('a@x.io', NULL, NULL)")
+        cur.execute(
+            "SELECT relpages < 50, current_setting('plan_cache_mode') FROM pg_class"
+            " WHERE relname = 'contact'"
+        )
+        tiny, after = cur.fetchone()
+        cur.execute("ROLLBACK")
+    assert tiny and before == after == "auto"
+
+
 def _scans_of_contact(cur, email: str) -> tuple[int, int]:
     """(sequential, index) scans of contact by one customer_rows call: the difference it
     makes to pg_stat_xact_user_tables, which counts what the session has not yet
@@ -120,8 +152,7 @@ def test_a_plan_from_a_tiny_table_is_not_kept_when_it_grows(db):
     with db.cursor() as cur:
         cur.execute(insert, (1, 100))
         cur.execute("ANALYZE contact")
-        for _ in range(6):
-            _scans_of_contact(cur, "user7@x.io")
+        _scans_of_contact(cur, "user7@x.io")  # this session's first call: it plans
         cur.execute(insert, (101, 20000))
         sequential, by_index = _scans_of_contact(cur, "user7@x.io")
     assert sequential == 0 and by_index > 0
@@ -152,11 +183,12 @@ def test_service_transactions_never_jit_compile(app, db):
             jit = cur.fetchone()[0]
             # Make every plan costly enough for JIT, as a large customer's is.
             cur.execute("SET LOCAL jit_above_cost = 0")
-            cur.execute(
-                "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) " + RESOLVE_CUSTOMER,
-                {"email": "a@x.io", "phone_number": "1"},
-            )
-            plan = cur.fetchone()[0][0]
+            with customer_rows_body_prepared(cur):
+                cur.execute(
+                    "EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON)"
+                    " EXECUTE customer_rows_body('a@x.io', '1', NULL)"
+                )
+                plan = cur.fetchone()[0][0]
             transaction.rollback(cur)
             cur.execute("SHOW jit")
             return jit, plan, cur.fetchone()[0]

@@ -1,7 +1,6 @@
 """SPEC §4: the one copy of the normalisation rules, for requests (web/schemas.py) and
 for the bulk import alike, and the words both use when a value fails them."""
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -59,12 +58,6 @@ def normalise_email(value, blocklist: Blocks) -> str | Blocked | None:
     return Blocked(email) if blocklist.blocks_email(email) else email
 
 
-# Most checkouts are returning customers: their addresses were checked a moment ago, and
-# email-validator takes 18 µs an address (35 µs in a loaded worker's profile), a few
-# per cent of a checkout's CPU. The
-# cache holds valid addresses only (a refusal is an exception, never cached), in this
-# process's memory, like the requests themselves.
-@functools.lru_cache(maxsize=16384)
 def _normalised_email(email: str) -> str:
     """Syntax check and normalisation by email-validator, which also refuses what must
     never be inside an address: white space of any kind, control and invisible format
@@ -111,7 +104,6 @@ def normalise_phone_number(
     return e164
 
 
-@functools.lru_cache(maxsize=16384)  # likewise: libphonenumber takes 37 µs a number
 def to_e164(phone_number: str, region: str) -> str:
     """The E.164 form (+447700900123) of separator-free digits when they are a number of
     `region`'s plan, or an international number written with + or 00; else unchanged.

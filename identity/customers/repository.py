@@ -1,8 +1,9 @@
-"""Every SQL statement of the service, named and commented.
+"""Every SQL statement of the service, named and commented; the customer look-up itself
+is the function customer_rows (sql/013_customer_rows.sql), called from here.
 
 Functions take the connection first. Transactions belong to
 identity/database/transaction.py: the statements here never say BEGIN, COMMIT or ROLLBACK;
-they travel with it in one round trip. Nothing is prepared on the server (a pooler in
+they travel with it in one round trip. Nothing is prepared by the client (a pooler in
 transaction mode would hand a prepared statement's session to someone else). Parameters
 are always bound, never formatted into the SQL. Column names are unquoted in the schema, so
 PostgreSQL spells them in lower case (linkedid, linkprecedence, ...).
