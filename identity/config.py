@@ -157,7 +157,7 @@ def default_workers() -> int:
 def from_environment() -> dict:
     # More threads only interleave more requests under one GIL, which lengthens the tail
     # (docs/benchmarks.md: p99 at concurrency 16 on two cores, 70 ms with 8 threads,
-    # 41-46 ms with 4, 28-30 ms with 2, at the same throughput).
+    # 41-46 ms with 4, 28-35 ms with 2, throughput within 5 %).
     threads = _int("THREADS", 2)
     idle_timeout = _int("IDLE_TIMEOUT_S", 30)
     return {
