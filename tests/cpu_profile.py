@@ -1,6 +1,6 @@
 """`make profile`: where a loaded worker spends its CPU, in microseconds per request.
 
-    python tests/cpu_profile.py [--seconds 20] [--threads 4] [--stacks stacks.txt]
+    python tests/cpu_profile.py [--seconds 20] [--threads 2] [--stacks stacks.txt]
 
 Runs `make bench`'s preload and checkout mix against one worker (WORKERS=1) on a fresh
 embedded PostgreSQL, samples that worker with py-spy (a sampling profiler, development
