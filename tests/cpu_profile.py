@@ -66,7 +66,8 @@ def profile(args, database_url: str) -> None:
     workload = bench.Workload(args.seed)
     with bench._service(database_url, args.threads, workers=1) as service:
         preload = bench._requests(workload.preload(), service.port)
-        bench.drive(service, preload, args.concurrency).report(f"preload ({len(preload):,} checkouts)")
+        label = f"preload ({len(preload):,} checkouts)"
+        bench.drive(service, preload, args.concurrency).report(label)
         bench.analyze(database_url)
         mixed = bench._requests(workload.checkouts(args.seconds * 6000), service.port)
         sampler = subprocess.Popen(

@@ -199,9 +199,10 @@ def _create_pool(config, metrics) -> Pool:
 
 def request_deadline() -> float:
     """When this request's database work must be over (time.monotonic())."""
-    if "db_deadline" not in g:
-        g.db_deadline = time.monotonic() + current_app.config["REQUEST_DEADLINE_S"]
-    return g.db_deadline
+    deadline = g.get("db_deadline")
+    if deadline is None:
+        deadline = g.db_deadline = time.monotonic() + current_app.config["REQUEST_DEADLINE_S"]
+    return deadline
 
 
 def _start_deadline() -> None:

@@ -69,6 +69,7 @@ _FORWARDED_FOR = re.compile(r"(?:^|[;,\s])for=", re.IGNORECASE)
 # Host names that always mean this machine: a browser sends them only for a page that was
 # itself loaded from this machine, so no DNS rebinding can produce them.
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_USUAL_LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 _WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _DECLARATION = "access_role"
 _PROOF = "access_proof"
@@ -185,6 +186,8 @@ def _check_token(setting: str, position: int, token: str) -> None:
 
 def is_loopback(address: str | None) -> bool:
     """127.0.0.0/8 and ::1 (also written as ::ffff:127.x.y.z); anything else is remote."""
+    if address in _USUAL_LOOPBACK_ADDRESSES:  # without parsing it, at every request
+        return True
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
@@ -261,7 +264,8 @@ def _local_client(config) -> bool:
     about the client."""
     proxy = config["TRUSTED_PROXY"]
     if not proxy:
-        relayed = [name for name in _RELAY_HEADERS if name in request.headers]
+        headers = request.headers
+        relayed = [name for name in _RELAY_HEADERS if name in headers]
         if relayed:
             _warn_once_of_untrusted_proxy(relayed)
         return not relayed
@@ -338,7 +342,8 @@ def _check_host() -> None:
 
 def _no_store(response):
     """Answers of routes that are not open hold personal data: no cache may keep them."""
-    if request.endpoint is None or declared_role(current_app, request.endpoint) != OPEN:
+    endpoint = request.endpoint
+    if endpoint is None or declared_role(current_app, endpoint) != OPEN:
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

@@ -140,14 +140,15 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed cookie, marked Secure whenever the request itself came over HTTPS.
 
     The API's requests carry no cookie (it is sent to /console only) and never touch the
-    session: for them, nothing is built or sent (Flask would build a signing serializer
-    at every request: about 50 µs of its CPU time)."""
+    session: for them, nothing is parsed, built or sent (Flask would build a signing
+    serializer at every request: about 50 µs of its CPU time)."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return super().get_cookie_secure(app) or request.is_secure
 
     def open_session(self, app: Flask, incoming: Request) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in incoming.cookies:
+        has_cookies = "HTTP_COOKIE" in incoming.environ
+        if not has_cookies or self.get_cookie_name(app) not in incoming.cookies:
             return self.session_class()
         return super().open_session(app, incoming)
 
