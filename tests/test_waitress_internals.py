@@ -59,7 +59,15 @@ CLASS_MEMBERS = [
 ]
 
 # Instance attributes, read on objects waitress builds.
-SERVER_ATTRIBUTES = ["_map", "active_channels", "trigger", "adj", "accepting", "task_dispatcher"]
+SERVER_ATTRIBUTES = [
+    "_map",
+    "active_channels",
+    "trigger",
+    "adj",
+    "accepting",
+    "task_dispatcher",
+    "socket",  # _Server._connection_waiting polls the listening socket
+]
 CHANNEL_ATTRIBUTES = [
     "request",  # _Channel.received, _Server.maintenance
     "requests",  # _Channel.writable

@@ -14,6 +14,7 @@ go out, then stops its threads and closes the connection pool.
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -306,10 +307,8 @@ class _Server(TcpWSGIServer):
     heartbeat_file: str | None = None
     board: BoardSlot | None = None  # None: no siblings to balance with
     holding_back = False  # a sibling holds fewer connections: leave the next one to it
-    peeking = False  # held back, but looking at the listening socket this turn
-    next_peek = 0.0
-    peek_found_waiting = False  # this turn's peek found a connection waiting
-    seen_waiting = False  # the last peek found one waiting: the next takes one
+    next_peek = 0.0  # held back, when to look at the listening socket next
+    seen_waiting = False  # the last look found a connection waiting: the next takes one
 
     def add_task(self, channel):
         if not (_is_feed_read(channel.requests[0]) and self.long_polls.try_add(channel)):
@@ -328,23 +327,30 @@ class _Server(TcpWSGIServer):
             self.task_dispatcher.shutdown()
 
     def _next_turn(self) -> float:
-        """Decide whether this turn accepts; returns how long its poll may wait."""
+        """Decide whether this turn accepts; returns how long its poll may wait. Held
+        back, the listening socket is left out of the poll and looked at here instead."""
         board = self.board
-        if self.peeking:  # the last turn peeked: remember what it found until the next
-            self.seen_waiting, self.peek_found_waiting = self.peek_found_waiting, False
         if board is None or not self.accepting or self._may_accept():
-            self.holding_back = self.peeking = self.seen_waiting = False
+            self.holding_back = self.seen_waiting = False
             self.next_peek = time.monotonic() + _PEEK_EVERY_S
             return self.adj.asyncore_loop_timeout
+        self.holding_back = True
         now = time.monotonic()
         if board.sibling_starting:  # its share is left to it: nothing is taken meanwhile
             self.seen_waiting = False
-        self.peeking = now >= self.next_peek and not board.sibling_starting
-        self.holding_back = not self.peeking
-        if self.peeking:
-            self.next_peek = now + _PEEK_EVERY_S
-            return 0.0  # only the connections that wait already
+        elif now >= self.next_peek:
+            waiting = self._connection_waiting()
+            if waiting and self.seen_waiting:  # it waited at the last look too: take one
+                self._accept_one()
+            self.seen_waiting = waiting
+            self.next_peek = now + (_HOLDING_BACK_POLL_S if waiting else _PEEK_EVERY_S)
         return _HOLDING_BACK_POLL_S
+
+    def _connection_waiting(self) -> bool:
+        """Whether a connection waits to be accepted, without accepting it."""
+        listening = select.poll()
+        listening.register(self.socket, select.POLLIN)
+        return bool(listening.poll(0))
 
     def readable(self):
         return super().readable() and not self.holding_back
@@ -353,12 +359,6 @@ class _Server(TcpWSGIServer):
         return self.board is None or self.board.may_accept(len(self.active_channels))
 
     def handle_accept(self):
-        if self.peeking:  # held back, yet a connection waits
-            self.peek_found_waiting = True
-            if self.seen_waiting:  # one waited at the last peek too: take one
-                self._accept_one()
-            self.next_peek = time.monotonic() + _HOLDING_BACK_POLL_S
-            return
         # Waitress accepts one connection per turn of its loop, and each turn looks at
         # every open connection: a burst of N connections took time quadratic in N
         # (measured: 4,000 at once kept a new client waiting over 10 s).
