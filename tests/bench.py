@@ -78,16 +78,17 @@ class Workload:
         """Checkouts that make every customer known with all its values, as one customer:
         its first e-mail with each of its phones, then each other e-mail with its first
         phone, so that every checkout after the first shares a value with what is stored.
-        Customers take turns: first checkouts of all, then second ones, and so on."""
-        turns = [
+        Customers take turns (first checkouts of all, then second ones, and so on), so that
+        no two checkouts of one customer are in flight at once."""
+        per_customer = [
             [{"email": customer.emails[0], "phoneNumber": phone} for phone in customer.phones]
             + [{"email": email, "phoneNumber": customer.phones[0]} for email in customer.emails[1:]]
             for customer in self.customers
         ]
         return [
             checkouts[turn]
-            for turn in range(max(map(len, turns)))
-            for checkouts in turns
+            for turn in range(max(map(len, per_customer)))
+            for checkouts in per_customer
             if turn < len(checkouts)
         ]
 

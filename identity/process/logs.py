@@ -38,7 +38,7 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(json_formatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # No line names its thread or process, so records need not look them up (the
-    # "Optimization" section of Python's Logging HOWTO): the access log writes one a request.
+    # "Optimization" section of Python's Logging HOWTO): the access log writes one per request.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Waitress warns at every request while all threads are busy; under load that is
     # thousands of lines a second about one fact, which /metrics' latencies show anyway.

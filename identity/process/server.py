@@ -339,18 +339,28 @@ class _Server(TcpWSGIServer):
         if board.sibling_starting:  # its share is left to it: nothing is taken meanwhile
             self.seen_waiting = False
         elif now >= self.next_peek:
-            waiting = self._connection_waiting()
+            waiting = len(self._map) < self.adj.connection_limit and self._connection_waiting()
             if waiting and self.seen_waiting:  # it waited at the last look too: take one
-                self._accept_one()
+                self._accept_held_back()
             self.seen_waiting = waiting
             self.next_peek = now + (_HOLDING_BACK_POLL_S if waiting else _PEEK_EVERY_S)
         return _HOLDING_BACK_POLL_S
 
     def _connection_waiting(self) -> bool:
-        """Whether a connection waits to be accepted, without accepting it."""
-        listening = select.poll()
-        listening.register(self.socket, select.POLLIN)
-        return bool(listening.poll(0))
+        """Whether a connection waits to be accepted, without accepting it. The listening
+        socket is open: close() clears `accepting` first, and _next_turn checks it."""
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        return any(events & select.POLLIN for _, events in poller.poll(0))
+
+    def _accept_held_back(self) -> None:
+        """Accept one connection outside the loop's poll, whose dispatch would have caught
+        what waitress lets through (a client gone before its address was read): logged,
+        and the worker goes on."""
+        try:
+            self._accept_one()
+        except OSError:
+            logger.warning("accepting a waiting connection failed", exc_info=True)
 
     def readable(self):
         return super().readable() and not self.holding_back
