@@ -428,10 +428,13 @@ def _database():
     return server.start(), server
 
 
-def analyze(database_url: str) -> None:
-    """The statistics that autovacuum keeps on a database that has lived; a fresh one
-    gets them a minute or two after it fills (sql/013_customer_rows.sql says why the
-    look-up cares)."""
+def preload_and_analyze(service, workload: Workload, database_url: str, concurrency: int) -> None:
+    """Store every customer with all its values (Workload.preload), then give the table
+    the statistics that autovacuum keeps on a database that has lived; a fresh one gets
+    them a minute or two after it fills (sql/013_customer_rows.sql says why the look-up
+    cares)."""
+    checkouts = _requests(workload.preload(), service.port)
+    drive(service, checkouts, concurrency).report(f"preload ({len(checkouts):,} checkouts)")
     with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
         conn.autocommit = True
         cur.execute("ANALYZE contact")
@@ -456,9 +459,7 @@ def _mixed_run(args, database_url: str) -> dict:
     workload = Workload(args.seed)
     figures: dict = {"concurrency": {}, "workers": {}, "ceiling": {}, "floor": {}}
     with _service(database_url, args.threads, args.default_workers) as service:
-        preload = _requests(workload.preload(), service.port)
-        drive(service, preload, 16).report(f"preload ({len(preload):,} checkouts)")
-        analyze(database_url)
+        preload_and_analyze(service, workload, database_url, concurrency=16)
         for concurrency in args.concurrency:
             figures["concurrency"][concurrency] = _measure(
                 service,

@@ -65,10 +65,7 @@ def parts(stacks_file: str) -> collections.Counter:
 def profile(args, database_url: str) -> None:
     workload = bench.Workload(args.seed)
     with bench._service(database_url, args.threads, workers=1) as service:
-        preload = bench._requests(workload.preload(), service.port)
-        label = f"preload ({len(preload):,} checkouts)"
-        bench.drive(service, preload, args.concurrency).report(label)
-        bench.analyze(database_url)
+        bench.preload_and_analyze(service, workload, database_url, args.concurrency)
         mixed = bench._requests(workload.checkouts(args.seconds * 6000), service.port)
         sampler = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(service.worker_pids()[0]), "--gil",
