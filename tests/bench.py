@@ -133,11 +133,13 @@ class Workload:
         return [self.checkout() for _ in range(count)]
 
     def keep(self, sent: int) -> None:
-        """Forget every checkout of the last draw after the first `sent`. An unsent new
-        value or bridge never reached the database: left in the customers, a later
-        "repeat" of it would be a write, and later phases would measure a mix that writes
-        and merges far more than this one."""
+        """Forget every checkout of the last draw after the first `sent` (once per draw).
+        An unsent new value or bridge never reached the database: left in the customers,
+        a later "repeat" of it would be a write, and later phases would measure a mix that
+        writes and merges far more than this one. A sent checkout counts whatever its
+        answer; the report shows any that was not a 200."""
         self.random, self.fresh, self.customers = self._before_draw
+        del self._before_draw
         for _ in range(sent):
             self.checkout()
 

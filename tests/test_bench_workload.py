@@ -18,11 +18,26 @@ def test_keep_forgets_the_checkouts_never_sent():
     assert after_keep == sent_only.checkouts(200)
 
 
+def test_keep_keeps_customers_that_bridges_made_one():
+    """Bridges make two customers share their lists of values: the copy taken before a
+    draw must keep them shared, or a later new value reaches only one of the two."""
+    drawn = Workload(seed=3, customers=50)
+    drawn.checkouts(3_000)
+    drawn.keep(3_000)
+    drawn.checkouts(2_000)
+    drawn.keep(100)
+    after_keep = drawn.checkouts(2_000)
+
+    sent_only = Workload(seed=3, customers=50)
+    sent_only.checkouts(3_100)
+    assert after_keep == sent_only.checkouts(2_000)
+
+
 def test_nothing_sent_leaves_no_new_value_behind():
     workload = Workload(seed=3, customers=50)
-    known = {value for customer in workload.customers for value in customer.emails}
+    values = lambda: [(c.emails[:], c.phones[:]) for c in workload.customers]  # noqa: E731
+    known = values()
     workload.checkouts(1_000)
     workload.keep(0)
     assert workload.fresh == 0
-    assert {value for customer in workload.customers for value in customer.emails} == known
-    assert len(workload.customers) == 50
+    assert values() == known
