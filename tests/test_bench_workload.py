@@ -33,11 +33,14 @@ def test_keep_keeps_customers_that_bridges_made_one():
     assert after_keep == sent_only.checkouts(2_000)
 
 
+def _values(workload: Workload) -> list[tuple[list[str], list[str]]]:
+    return [(customer.emails[:], customer.phones[:]) for customer in workload.customers]
+
+
 def test_nothing_sent_leaves_no_new_value_behind():
     workload = Workload(seed=3, customers=50)
-    values = lambda: [(c.emails[:], c.phones[:]) for c in workload.customers]  # noqa: E731
-    known = values()
+    known = _values(workload)
     workload.checkouts(1_000)
     workload.keep(0)
     assert workload.fresh == 0
-    assert values() == known
+    assert _values(workload) == known
